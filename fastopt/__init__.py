@@ -1,0 +1,24 @@
+"""fastopt: fused in-place optimizers over flat NumPy parameter buffers."""
+from ._threading import preload_torch_openmp as _preload_torch_openmp
+
+_preload_torch_openmp()
+
+from . import functional  # noqa: E402
+from ._threading import get_num_threads, set_num_threads  # noqa: E402
+from .buffers import FlatParams  # noqa: E402
+from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FlatParams",
+    "Optimizer",
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adam",
+    "AdamW",
+    "functional",
+    "get_num_threads",
+    "set_num_threads",
+]

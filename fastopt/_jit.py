@@ -1,0 +1,29 @@
+"""The package's one jit policy.
+
+Every compiled function in fastopt goes through :func:`kernel` or :func:`element`, so
+caching, the error model and the floating-point flags are decided here and nowhere else.
+
+* ``cache=True``: compiled machine code is written next to the sources (or numba's cache
+  dir) so a new process loads it instead of compiling.
+* ``error_model="numpy"``: division by zero gives inf/nan like NumPy instead of raising;
+  with numba's default ("python") the zero checks stop serial loops from vectorising.
+* ``fastmath=False``: the update is memory-bound, fast-math brings no speed here and
+  changes results (reciprocal estimates, reassociation) and would let the compiler assume
+  no NaN, so a NaN gradient could be optimised away.
+* Compilation is lazy: a kernel compiles on its first call for each dtype.
+"""
+from numba import njit
+
+JIT_OPTIONS = {"cache": True, "error_model": "numpy", "fastmath": False, "nogil": True}
+
+
+def kernel(function=None, *, parallel=False):
+    """Compile a loop kernel with the package policy (``parallel=True`` enables prange)."""
+    def decorate(fn):
+        return njit(parallel=parallel, **JIT_OPTIONS)(fn)
+    return decorate if function is None else decorate(function)
+
+
+def element(function):
+    """Compile a per-element update function (called from kernels, inlined by LLVM)."""
+    return njit(**JIT_OPTIONS)(function)

@@ -1,0 +1,194 @@
+"""FlatParams: many arrays packed into one contiguous parameter buffer and one gradient buffer."""
+import numpy as np
+
+from ._validation import FLOAT_DTYPES, check_float_dtype
+
+
+class FlatParams:
+    """Arrays of any shapes packed into one flat parameter buffer plus a gradient buffer.
+
+    Packing copies the arrays once. After that, ``params`` and ``grads`` hold views (same
+    names or positions, same shapes) into the flat buffers ``data`` and ``grad``: model
+    code reads and writes per-layer arrays while an optimizer updates the whole buffer in
+    one pass, and nothing is copied per step.
+
+    Parameters
+    ----------
+    arrays : dict of str to array_like, or sequence of array_like
+        The initial values. A dict gives named views (``params["W"]``); a list or tuple
+        gives positional views (``params[0]``).
+    dtype : {None, numpy.float32, numpy.float64}, optional
+        Buffer dtype. By default all arrays must already share one of the two float
+        dtypes; with an explicit dtype, real arrays of any dtype are converted.
+    groups : dict of str to list, optional
+        Named parameter groups, e.g. ``{"no_decay": ["b1", "b2"]}``. Each group's arrays
+        are packed next to each other, so the group is one contiguous segment
+        (``segments["no_decay"]``) that an optimizer updates with one kernel call.
+        Arrays in no group form the segment ``"default"``, packed last.
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> fp = fastopt.FlatParams({"W": np.zeros((3, 2), np.float32),
+    ...                          "b": np.zeros(2, np.float32)})
+    >>> fp.size, fp.params["W"].shape, np.shares_memory(fp.params["W"], fp.data)
+    (8, (3, 2), True)
+    """
+
+    def __init__(self, arrays, *, dtype=None, groups=None):
+        keyed = isinstance(arrays, dict)
+        if keyed:
+            names, values = list(arrays), [arrays[k] for k in arrays]
+        elif isinstance(arrays, (list, tuple)):
+            names, values = list(range(len(arrays))), list(arrays)
+        else:
+            raise TypeError("FlatParams expects a dict or a list of arrays, but got "
+                            f"{type(arrays).__name__}")
+        if not names:
+            raise ValueError("FlatParams got an empty parameter list")
+        values = [np.asarray(v) for v in values]
+        dtype = _common_dtype(names, values, dtype)
+        order = _packing_order(names, groups)
+        self._keyed = keyed
+        self._names = tuple(names)
+        self._shapes = {n: v.shape for n, v in zip(names, values)}
+        self._layout(order, dtype)
+        for name, value in zip(names, values):
+            self.data[self._slices[name]] = value.reshape(-1)
+
+    def _layout(self, order, dtype):
+        self._order = order
+        self._slices, self._segments, offset = {}, {}, 0
+        for group, members in order:
+            start = offset
+            for name in members:
+                size = int(np.prod(self._shapes[name], dtype=np.int64))
+                self._slices[name] = slice(offset, offset + size)
+                offset += size
+            self._segments[group] = slice(start, offset)
+        if offset == 0:
+            raise ValueError("FlatParams got only empty arrays (total size 0)")
+        self.data = np.zeros(offset, dtype)
+        self.grad = np.zeros(offset, dtype)
+        self._rebuild_views()
+
+    def _rebuild_views(self):
+        self.params = self.view(self.data)
+        self.grads = self.view(self.grad)
+
+    def view(self, flat):
+        """Views with the packed names and shapes into any flat array of this layout.
+
+        Use it to look at optimizer state per layer:
+        ``fp.view(opt.state["exp_avg"])["W"]``.
+        """
+        if not isinstance(flat, np.ndarray) or flat.shape != (self.size,):
+            shape = getattr(flat, "shape", type(flat).__name__)
+            raise ValueError(f"view expects a 1-D array of shape ({self.size},) but got {shape}")
+        views = [flat[self._slices[n]].reshape(self._shapes[n]) for n in self._names]
+        return dict(zip(self._names, views)) if self._keyed else views
+
+    @property
+    def size(self):
+        """Total number of elements in the flat buffers."""
+        return self.data.size
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def names(self):
+        """Array names (or positions) in the order they were given."""
+        return self._names
+
+    @property
+    def slices(self):
+        """Mapping of array name to its ``slice`` of the flat buffers."""
+        return dict(self._slices)
+
+    @property
+    def segments(self):
+        """Mapping of group name to its contiguous ``slice`` of the flat buffers."""
+        return dict(self._segments)
+
+    def segment(self, names):
+        """The contiguous slice covering ``names`` (a group name or a list of array names)."""
+        if isinstance(names, str) and names in self._segments:
+            return self._segments[names]
+        if isinstance(names, (str, int)):
+            names = [names]
+        missing = [n for n in names if n not in self._slices]
+        if missing:
+            raise KeyError(f"unknown array names {missing}; known: {list(self._names)} and "
+                           f"groups {list(self._segments)}")
+        parts = sorted((self._slices[n].start, self._slices[n].stop) for n in names)
+        for (_, stop), (start, _) in zip(parts, parts[1:]):
+            if stop != start:
+                raise ValueError(f"arrays {list(names)} are not contiguous in the flat buffer; "
+                                 "pack them together with FlatParams(..., groups={name: [...]})")
+        return slice(parts[0][0], parts[-1][1])
+
+    def zero_grad(self):
+        """Set the whole gradient buffer to zero (in place)."""
+        self.grad.fill(0)
+
+    def __getitem__(self, name):
+        return self.params[name]
+
+    def __len__(self):
+        return len(self._names)
+
+    def __repr__(self):
+        shapes = ", ".join(f"{n!r}: {self._shapes[n]}" for n in self._names)
+        return f"FlatParams({{{shapes}}}, size={self.size}, dtype={self.dtype})"
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["params"], state["grads"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._rebuild_views()
+
+
+def _common_dtype(names, values, dtype):
+    for name, value in zip(names, values):
+        kind = value.dtype.kind
+        if kind not in "fiub" or (kind == "f" and value.dtype.itemsize < 4):
+            raise TypeError(f"array {name!r} has dtype {value.dtype}: FlatParams holds "
+                            "float32 or float64 parameters")
+    if dtype is not None:
+        return check_float_dtype("FlatParams dtype", dtype)
+    dtypes = {v.dtype for v in values}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in FLOAT_DTYPES:
+        found = ", ".join(f"{n!r}: {v.dtype}" for n, v in zip(names, values))
+        raise TypeError(f"FlatParams expects arrays of one float dtype (float32 or float64) "
+                        f"but got {found}; pass dtype=np.float32 or dtype=np.float64 to convert")
+    return dtypes.pop()
+
+
+def _packing_order(names, groups):
+    if groups is None:
+        return [("default", list(names))]
+    if not isinstance(groups, dict):
+        raise TypeError(f"groups must be a dict of group name to array names, "
+                        f"got {type(groups).__name__}")
+    seen, order = set(), []
+    for group, members in groups.items():
+        if group == "default":
+            raise ValueError("'default' is the name of the ungrouped segment; "
+                             "choose another group name")
+        members = [members] if isinstance(members, (str, int)) else list(members)
+        for name in members:
+            if name not in names:
+                raise KeyError(f"group {group!r} names unknown array {name!r}")
+            if name in seen:
+                raise ValueError(f"array {name!r} appears in more than one group")
+            seen.add(name)
+        order.append((group, members))
+    rest = [n for n in names if n not in seen]
+    if rest:
+        order.append(("default", rest))
+    return order

@@ -1,0 +1,142 @@
+"""One update on caller-owned buffers: the kernels behind the optimizer classes.
+
+For power users who manage their own state arrays (say, in a memory-mapped file): each
+function validates its arguments, computes the step-dependent scalars on the host and runs
+the same fused kernel as the classes, in place. ``step`` is the number of the update being
+applied (1 for the first). All arrays must be C-contiguous, of the same dtype (float32 or
+float64) and the same shape; state arrays must be writeable and must not overlap ``param``.
+"""
+import math
+
+import numpy as np
+
+from ._config import PARALLEL_MIN_SIZE, REDUCTION_BLOCK
+from ._validation import (check_betas, check_buffer, check_flag, check_like, check_lr,
+                          check_nonnegative, check_number, check_state_buffer)
+from .kernels import cpu
+from .optim import adagrad, adam, rmsprop, sgd
+
+
+def _prepare(param, grad, **state):
+    """Validate and return flat views (an empty array for a state passed as None)."""
+    check_buffer("param", param)
+    check_like("grad", grad, param, "param")
+    flat = [param.reshape(-1), grad.reshape(-1)]
+    for name, array in state.items():
+        if array is None:
+            flat.append(np.empty(0, param.dtype))
+        else:
+            flat.append(check_state_buffer(name, array, param).reshape(-1))
+    return flat
+
+
+def _need(name, array, condition):
+    if condition and array is None:
+        raise ValueError(f"{name} is required with these options")
+
+
+def _check_step(step):
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"Invalid step: {step!r} (expected an integer >= 1, the number of "
+                         "this update)")
+    return int(step)
+
+
+def _run(serial, parallel, arrays, scalars):
+    kernel = parallel if arrays[0].size >= PARALLEL_MIN_SIZE else serial
+    kernel(*arrays, *scalars)
+
+
+def _lr(lr):
+    lr = check_lr(lr)
+    if callable(lr):
+        raise TypeError("the functional layer takes the learning rate as a number; evaluate "
+                        "the schedule first")
+    return lr
+
+
+def sgd_(param, grad, momentum_buffer=None, *, lr=1e-3, momentum=0, dampening=0,
+         weight_decay=0, nesterov=False, maximize=False, first_step=False):
+    """One SGD update in place (see :class:`fastopt.SGD`); ``first_step`` copies the
+    gradient into ``momentum_buffer`` as torch does on the first update."""
+    lr = _lr(lr)
+    momentum = check_nonnegative("momentum value", momentum)
+    dampening = check_number("dampening value", dampening, "a finite number",
+                             lambda v: math.isfinite(v))
+    weight_decay = check_nonnegative("weight_decay value", weight_decay)
+    nesterov = check_flag("nesterov", nesterov)
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+    _need("momentum_buffer", momentum_buffer, momentum != 0)
+    arrays = _prepare(param, grad, momentum_buffer=momentum_buffer)
+    f = param.dtype.type
+    scalars = sgd.host_scalars(f, lr, weight_decay, momentum, dampening, nesterov,
+                               check_flag("first_step", first_step),
+                               f(-1 if check_flag("maximize", maximize) else 1))
+    _run(cpu.sgd_serial, cpu.sgd_parallel, arrays, scalars)
+
+
+def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0, weight_decay=0, eps=1e-10,
+             maximize=False):
+    """One Adagrad update in place (see :class:`fastopt.Adagrad`)."""
+    step = _check_step(step)
+    lr = _lr(lr)
+    lr_decay = check_nonnegative("lr_decay value", lr_decay)
+    weight_decay = check_nonnegative("weight_decay value", weight_decay)
+    eps = check_nonnegative("epsilon value", eps)
+    arrays = _prepare(param, grad, state_sum=state_sum)
+    f = param.dtype.type
+    scalars = adagrad.host_scalars(f, lr, lr_decay, weight_decay, eps, step,
+                                   f(-1 if check_flag("maximize", maximize) else 1))
+    _run(cpu.adagrad_serial, cpu.adagrad_parallel, arrays, scalars)
+
+
+def rmsprop_(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr=1e-2,
+             alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
+             maximize=False):
+    """One RMSprop update in place (see :class:`fastopt.RMSprop`)."""
+    lr = _lr(lr)
+    alpha = check_number("alpha value", alpha, "0 <= alpha <= 1", lambda v: 0 <= v <= 1)
+    eps = check_nonnegative("epsilon value", eps)
+    weight_decay = check_nonnegative("weight_decay value", weight_decay)
+    momentum = check_nonnegative("momentum value", momentum)
+    centered = check_flag("centered", centered)
+    _need("grad_avg", grad_avg, centered)
+    _need("momentum_buffer", momentum_buffer, momentum > 0)
+    arrays = _prepare(param, grad, square_avg=square_avg,
+                      grad_avg=grad_avg if centered else None,
+                      momentum_buffer=momentum_buffer if momentum > 0 else None)
+    f = param.dtype.type
+    scalars = rmsprop.host_scalars(f, lr, alpha, eps, weight_decay, momentum, centered,
+                                   f(-1 if check_flag("maximize", maximize) else 1))
+    _run(cpu.rmsprop_serial, cpu.rmsprop_parallel, arrays, scalars)
+
+
+def adam_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3,
+          betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False,
+          decoupled_weight_decay=False):
+    """One Adam/AdamW update in place (see :class:`fastopt.Adam`)."""
+    step = _check_step(step)
+    lr = _lr(lr)
+    betas = check_betas(betas)
+    eps = check_nonnegative("epsilon value", eps)
+    weight_decay = check_nonnegative("weight_decay value", weight_decay)
+    amsgrad = check_flag("amsgrad", amsgrad)
+    decoupled = check_flag("decoupled_weight_decay", decoupled_weight_decay)
+    _need("max_exp_avg_sq", max_exp_avg_sq, amsgrad)
+    arrays = _prepare(param, grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
+                      max_exp_avg_sq=max_exp_avg_sq if amsgrad else None)
+    f = param.dtype.type
+    scalars = adam.host_scalars(f, lr, betas, eps, weight_decay, decoupled, amsgrad, step,
+                                f(-1 if check_flag("maximize", maximize) else 1))
+    _run(cpu.adam_serial, cpu.adam_parallel, arrays, scalars)
+
+
+def grad_norm(grad):
+    """Global L2 norm of a gradient buffer, accumulated in float64 over fixed blocks (the
+    same value for any thread count)."""
+    check_buffer("grad", grad, writeable=False)
+    flat = grad.reshape(-1)
+    partials = np.empty(-(-flat.size // REDUCTION_BLOCK), np.float64)
+    reduce = cpu.grad_sumsq_parallel if flat.size >= PARALLEL_MIN_SIZE else cpu.grad_sumsq_serial
+    return math.sqrt(reduce(flat, partials))

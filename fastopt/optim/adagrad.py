@@ -1,0 +1,75 @@
+"""Adagrad: per-parameter learning rates from the sum of squared gradients."""
+from .._validation import check_nonnegative
+from ..kernels import cpu
+from .base import Optimizer
+
+
+def host_scalars(f, lr, lr_decay, weight_decay, eps, step, grad_scale):
+    """The Adagrad kernel's scalar arguments for update number ``step``, cast by ``f``."""
+    clr = lr / (1 + (step - 1) * lr_decay)
+    return f(clr), f(weight_decay), f(eps), grad_scale
+
+
+class Adagrad(Optimizer):
+    r"""Adagrad with torch.optim.Adagrad's numerics.
+
+    .. math::
+
+        g &\leftarrow \pm g + \lambda\,\theta \\
+        \tilde\gamma_t &= \gamma / (1 + (t - 1)\,\eta) \\
+        s_t &= s_{t-1} + g^2, \qquad s_0 = \text{initial\_accumulator\_value} \\
+        \theta &\leftarrow \theta - \tilde\gamma_t\, g / (\sqrt{s_t} + \epsilon)
+
+    with learning rate :math:`\gamma` (``lr``), ``lr_decay`` :math:`\eta`, weight decay
+    :math:`\lambda` and ``eps`` :math:`\epsilon` (added outside the square root).
+
+    Parameters
+    ----------
+    params : FlatParams or numpy.ndarray
+    lr : float or callable, default 1e-2
+    lr_decay : float, default 0
+    weight_decay : float, default 0
+    initial_accumulator_value : float, default 0
+    eps : float, default 1e-10
+    maximize, param_groups, max_grad_norm, skip_nonfinite
+        As for :class:`fastopt.SGD`.
+
+    Notes
+    -----
+    State: ``sum`` and ``step``. The first update uses the full learning rate
+    (:math:`t = 1`). optax's ``adagrad`` starts the accumulator at 0.1 and uses
+    ``eps=1e-7`` inside the square root; Keras starts at 0.1 with ``epsilon=1e-7``.
+    The accumulator only grows, so the effective step keeps shrinking ("decays too
+    quickly"); RMSprop replaces the sum with a moving average.
+
+    References
+    ----------
+    Duchi, Hazan, Singer (2011), "Adaptive Subgradient Methods for Online Learning and
+    Stochastic Optimization", JMLR 12.
+    """
+
+    _kernels = (cpu.adagrad_serial, cpu.adagrad_parallel)
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
+                 initial_accumulator_value=0, eps=1e-10, *, maximize=False, param_groups=None,
+                 max_grad_norm=None, skip_nonfinite=False):
+        self.lr_decay = check_nonnegative("lr_decay value", lr_decay)
+        self.initial_accumulator_value = check_nonnegative(
+            "initial_accumulator_value value", initial_accumulator_value)
+        self.eps = check_nonnegative("epsilon value", eps)
+        self.defaults = {"lr_decay": self.lr_decay, "weight_decay": weight_decay,
+                         "initial_accumulator_value": self.initial_accumulator_value,
+                         "eps": self.eps, "maximize": maximize}
+        super().__init__(params, lr=lr, weight_decay=weight_decay, maximize=maximize,
+                         param_groups=param_groups, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite)
+
+    def _state_fill(self):
+        return {"sum": self.initial_accumulator_value}
+
+    def _kernel_state(self):
+        return (self.state["sum"],)
+
+    def _host_scalars(self, lr, weight_decay, step, grad_scale):
+        return host_scalars(self._scalar, lr, self.lr_decay, weight_decay, self.eps, step,
+                            grad_scale)

@@ -1,0 +1,132 @@
+"""Adam and AdamW: bias-corrected moment estimates, with optional AMSGrad."""
+from .._validation import check_betas, check_flag, check_nonnegative
+from ..kernels import cpu
+from .base import Optimizer
+
+
+def host_scalars(f, lr, betas, eps, weight_decay, decoupled_weight_decay, amsgrad, step,
+                 grad_scale):
+    """The Adam kernel's scalar arguments for update number ``step``, cast by ``f``."""
+    beta1, beta2 = betas
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2 = 1 - beta2 ** step
+    if decoupled_weight_decay:
+        decay_factor, weight_decay = 1 - lr * weight_decay, 0.0
+    else:
+        decay_factor = 1.0
+    one_minus_beta1 = f(1 - beta1)
+    return (grad_scale, f(weight_decay), f(decay_factor), one_minus_beta1,
+            f(1) - one_minus_beta1, f(beta2), f(1 - beta2), f(lr / bias_correction1),
+            f(bias_correction2 ** 0.5), f(eps), amsgrad)
+
+
+class Adam(Optimizer):
+    r"""Adam (and AdamW, AMSGrad) with torch.optim.Adam's numerics.
+
+    .. math::
+
+        \theta &\leftarrow \theta\,(1 - \gamma\lambda)
+            \ \text{(decoupled)}, \qquad g \leftarrow \pm g + \lambda\,\theta
+            \ \text{(otherwise)} \\
+        m_t &= m_{t-1} + (1 - \beta_1)(g - m_{t-1}) \\
+        v_t &= \beta_2\, v_{t-1} + (1 - \beta_2)\, g^2 \\
+        \hat v_t &= \max(\hat v_{t-1}, v_t) \ \text{(amsgrad)}, \quad v_t \ \text{(otherwise)} \\
+        \theta &\leftarrow \theta - \frac{\gamma}{1 - \beta_1^t}\;
+            \frac{m_t}{\sqrt{\hat v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    with learning rate :math:`\gamma` (``lr``), ``betas`` :math:`(\beta_1, \beta_2)`,
+    ``eps`` :math:`\epsilon` and weight decay :math:`\lambda`.
+
+    Parameters
+    ----------
+    params : FlatParams or numpy.ndarray
+    lr : float or callable, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+        Each in [0, 1).
+    eps : float, default 1e-8
+    weight_decay : float, default 0
+    amsgrad : bool, default False
+        Keep the running maximum of the (uncorrected) second moment.
+    decoupled_weight_decay : bool, default False
+        Decay the parameters directly (AdamW) instead of adding an L2 term to the
+        gradient.
+    maximize, param_groups, max_grad_norm, skip_nonfinite
+        As for :class:`fastopt.SGD`.
+
+    Notes
+    -----
+    State: ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq`` (amsgrad) and ``step``.
+    Like torch, eps is added *after* dividing :math:`\sqrt{v}` by
+    :math:`\sqrt{1-\beta_2^t}`, and AMSGrad takes the maximum of the uncorrected
+    :math:`v` (torch's documentation once showed the corrected one, pytorch#142323;
+    the code, followed here, does not). Keras folds the corrections into the step
+    (:math:`\gamma\sqrt{1-\beta_2^t}/(1-\beta_1^t)`) and adds ``epsilon=1e-7`` to the
+    uncorrected :math:`\sqrt{v}`, so its eps is effectively scaled by
+    :math:`\sqrt{1-\beta_2^t}`; optax's ``adam`` matches torch (with an extra
+    ``eps_root`` inside the root, default 0). optax's ``adamw`` multiplies the decay by
+    the learning rate as here, but defaults to ``weight_decay=1e-4``.
+
+    References
+    ----------
+    Kingma, Ba (2014), "Adam: A Method for Stochastic Optimization", arXiv:1412.6980.
+    Loshchilov, Hutter (2017), "Decoupled Weight Decay Regularization", arXiv:1711.05101.
+    Reddi, Kale, Kumar (2018), "On the Convergence of Adam and Beyond" (AMSGrad).
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> fp = fastopt.FlatParams({"w": np.zeros(4, np.float32)})
+    >>> opt = fastopt.Adam(fp, lr=0.1)
+    >>> fp.grads["w"][:] = 1.0
+    >>> opt.step()
+    True
+    >>> fp.params["w"]
+    array([-0.1, -0.1, -0.1, -0.1], dtype=float32)
+    """
+
+    _kernels = (cpu.adam_serial, cpu.adam_parallel)
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False,
+                 param_groups=None, max_grad_norm=None, skip_nonfinite=False):
+        self.betas = check_betas(betas)
+        self.eps = check_nonnegative("epsilon value", eps)
+        self.amsgrad = check_flag("amsgrad", amsgrad)
+        self.decoupled_weight_decay = check_flag("decoupled_weight_decay",
+                                                 decoupled_weight_decay)
+        self.defaults = {"betas": self.betas, "eps": self.eps, "weight_decay": weight_decay,
+                         "amsgrad": self.amsgrad, "maximize": maximize,
+                         "decoupled_weight_decay": self.decoupled_weight_decay}
+        super().__init__(params, lr=lr, weight_decay=weight_decay, maximize=maximize,
+                         param_groups=param_groups, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite)
+
+    def _state_fill(self):
+        fill = {"exp_avg": 0.0, "exp_avg_sq": 0.0}
+        if self.amsgrad:
+            fill["max_exp_avg_sq"] = 0.0
+        return fill
+
+    def _kernel_state(self):
+        return (self.state["exp_avg"], self.state["exp_avg_sq"],
+                self.state.get("max_exp_avg_sq"))
+
+    def _host_scalars(self, lr, weight_decay, step, grad_scale):
+        return host_scalars(self._scalar, lr, self.betas, self.eps, weight_decay,
+                            self.decoupled_weight_decay, self.amsgrad, step, grad_scale)
+
+
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay (:math:`\theta \leftarrow \theta(1-\gamma\lambda)`).
+
+    The same as ``Adam(..., decoupled_weight_decay=True)`` with torch.optim.AdamW's
+    default ``weight_decay=1e-2``. See :class:`fastopt.Adam` for the update rule.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False, param_groups=None, max_grad_norm=None,
+                 skip_nonfinite=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True,
+                         param_groups=param_groups, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite)

@@ -1,0 +1,308 @@
+"""The optimizer base: parameters, groups, state buffers, the step path and checkpoints."""
+import math
+
+import numpy as np
+
+from .._config import PARALLEL_MIN_SIZE, REDUCTION_BLOCK
+from .._validation import (check_buffer, check_flag, check_like, check_lr, check_nonnegative,
+                           check_number, scheduled_lr)
+from ..buffers import FlatParams
+from ..kernels import cpu
+
+GROUP_KEYS = ("params", "lr", "lr_scale", "weight_decay")
+
+
+class Optimizer:
+    """Base class: holds a flat parameter buffer, its state and its parameter groups.
+
+    Subclasses define ``_kernels`` (serial, parallel), ``_state_fill()`` (state buffers in
+    use and their initial values) and ``_host_scalars(lr, weight_decay, step, grad_scale)``
+    (the kernel's scalar arguments, cast to the buffer dtype).
+    """
+
+    _kernels = None
+    _zero_step_lr_decay = False
+
+    def __init__(self, params, *, lr, weight_decay, maximize, param_groups=None,
+                 max_grad_norm=None, skip_nonfinite=False):
+        self._params, self.param = _resolve_params(params)
+        self.dtype = self.param.dtype
+        self._scalar = self.dtype.type
+        self.maximize = check_flag("maximize", maximize)
+        self.skip_nonfinite = check_flag("skip_nonfinite", skip_nonfinite)
+        if max_grad_norm is not None:
+            max_grad_norm = check_number("max_grad_norm", max_grad_norm, "0 < max_grad_norm",
+                                         lambda v: v > 0)
+        self.max_grad_norm = max_grad_norm
+        default = {"lr": check_lr(lr), "lr_scale": 1.0,
+                   "weight_decay": check_nonnegative("weight_decay value", weight_decay)}
+        self.param_groups = _resolve_groups(self._params, self.param.size, default, param_groups)
+        self.state = {"step": 0}
+        for name, fill in self._state_fill().items():
+            self.state[name] = np.full(self.param.size, fill, self.dtype)
+        self.skipped_steps = 0
+        self.last_step_skipped = False
+        self.last_lr = None
+        self.last_grad_norm = None
+        self._build()
+
+    # -- structure -------------------------------------------------------------------
+    def _state_fill(self):
+        raise NotImplementedError
+
+    def _host_scalars(self, lr, weight_decay, step, grad_scale):
+        raise NotImplementedError
+
+    def _kernel_state(self):
+        """State buffers in kernel order; an empty array where an option is off."""
+        raise NotImplementedError
+
+    def _build(self):
+        """Precompute every per-group view so that a step creates no arrays."""
+        empty = np.empty(0, self.dtype)
+        state = [empty if a is None else a for a in self._kernel_state()]
+        grad_buffer = self._params.grad if isinstance(self._params, FlatParams) else None
+        serial, parallel = self._kernels
+        self._segments = []
+        for group in self.param_groups:
+            s = slice(group["start"], group["stop"])
+            kernel = parallel if s.stop - s.start >= PARALLEL_MIN_SIZE else serial
+            grad = None if grad_buffer is None else grad_buffer[s]
+            self._segments.append((group, s, kernel, self.param[s], grad,
+                                   tuple(a[s] if a.size else a for a in state)))
+        self._partials = np.empty(-(-self.param.size // REDUCTION_BLOCK), np.float64)
+        self._reduce = (cpu.grad_sumsq_parallel if self.param.size >= PARALLEL_MIN_SIZE
+                        else cpu.grad_sumsq_serial)
+
+    # -- the step ----------------------------------------------------------------------
+    @property
+    def step_count(self):
+        """Number of updates applied so far (skipped steps do not count)."""
+        return self.state["step"]
+
+    def step(self, grad=None):
+        """Apply one update in place.
+
+        Parameters
+        ----------
+        grad : numpy.ndarray, optional
+            The gradient, with the shape and dtype of the parameters. Required when the
+            optimizer was built on a plain array; by default a FlatParams' gradient
+            buffer is used.
+
+        Returns
+        -------
+        bool
+            True if the update was applied; False if ``skip_nonfinite`` skipped it
+            because the gradient had a NaN or infinite value (params and state are
+            then untouched, and ``skipped_steps`` grows by one).
+        """
+        flat_grad = self._flat_grad(grad)
+        t = self.state["step"]
+        lrs = [self._group_lr(group, t) for group in self.param_groups]
+        grad_scale = self._grad_scale(flat_grad)
+        if grad_scale is None:
+            self.skipped_steps += 1
+            self.last_step_skipped = True
+            return False
+        step = t + 1
+        for (group, s, kernel, param, group_grad, state), lr in zip(self._segments, lrs):
+            if grad is not None:
+                group_grad = flat_grad[s]
+            kernel(param, group_grad, *state,
+                   *self._host_scalars(lr, group["weight_decay"], step, grad_scale))
+        self.state["step"] = step
+        self.last_step_skipped = False
+        self.last_lr = lrs[0] if len(lrs) == 1 else lrs
+        return True
+
+    def _flat_grad(self, grad):
+        if grad is None:
+            if not isinstance(self._params, FlatParams):
+                raise ValueError("step() needs grad= when the optimizer was built on a plain "
+                                 "array (only a FlatParams has a gradient buffer)")
+            return self._params.grad
+        reference = self._params if isinstance(self._params, np.ndarray) else self.param
+        check_like("grad", grad, reference)
+        return grad.reshape(-1)
+
+    def _group_lr(self, group, t):
+        lr = group["lr"]
+        if callable(lr):
+            lr = scheduled_lr(lr, t)
+        else:
+            lr = check_lr(lr)
+        scale = group["lr_scale"]
+        if scale != 1.0:
+            lr = lr * check_nonnegative("lr_scale value", scale)
+        if group["weight_decay"] != 0:
+            check_nonnegative("weight_decay value", group["weight_decay"])
+        return lr
+
+    def _grad_scale(self, grad):
+        scale = -1.0 if self.maximize else 1.0
+        if self.max_grad_norm is None and not self.skip_nonfinite:
+            return self._scalar(scale)
+        sumsq = self._reduce(grad, self._partials)
+        if not math.isfinite(sumsq):
+            if self.skip_nonfinite and (math.isnan(sumsq) or cpu.count_nonfinite(grad)):
+                return None
+        if self.max_grad_norm is not None:
+            norm = math.sqrt(sumsq)
+            self.last_grad_norm = norm
+            scale *= min(1.0, self.max_grad_norm / (norm + 1e-6))
+        return self._scalar(scale)
+
+    def zero_grad(self):
+        """Zero the FlatParams gradient buffer."""
+        if not isinstance(self._params, FlatParams):
+            raise RuntimeError("this optimizer updates a plain array and has no gradient "
+                               "buffer: zero the gradient array you pass to step()")
+        self._params.zero_grad()
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_dict(self):
+        """The optimizer state as plain arrays and numbers (``np.savez(f, **sd)`` works).
+
+        Keys: ``algorithm``, ``dtype``, ``size``, ``step``, ``skipped_steps``,
+        ``group_bounds`` (one ``[start, stop)`` row per group) and one copied array per
+        state buffer, with torch's names. Hyperparameters and schedules are not stored:
+        they come from the constructor.
+        """
+        sd = {"algorithm": type(self).__name__, "dtype": str(self.dtype),
+              "size": self.param.size, "step": self.state["step"],
+              "skipped_steps": self.skipped_steps,
+              "group_bounds": np.array([[g["start"], g["stop"]] for g in self.param_groups],
+                                       np.int64)}
+        for name, value in self.state.items():
+            if name != "step":
+                sd[name] = value.copy()
+        return sd
+
+    def load_state_dict(self, state_dict):
+        """Restore a state saved by :meth:`state_dict` (also as loaded back by ``np.load``).
+
+        Everything is checked before anything is copied: a state_dict from another
+        algorithm, size, group layout or option set (say, without ``max_exp_avg_sq`` for
+        an amsgrad optimizer) raises ValueError and leaves the optimizer unchanged.
+        """
+        sd = dict(state_dict)
+        buffers = [n for n in self.state if n != "step"]
+        expected = {"algorithm", "dtype", "size", "step", "skipped_steps", "group_bounds",
+                    *buffers}
+        if set(sd) != expected:
+            raise ValueError(f"state_dict does not fit this {type(self).__name__}: expects keys "
+                             f"{sorted(expected)} but got {sorted(sd)}")
+        algorithm = str(np.asarray(sd["algorithm"])[()])
+        if algorithm != type(self).__name__:
+            raise ValueError(f"state_dict is from a {algorithm} optimizer, but this optimizer "
+                             f"is {type(self).__name__}")
+        size = int(np.asarray(sd["size"]))
+        if size != self.param.size:
+            raise ValueError(f"state_dict is for {size} parameters, but this optimizer has "
+                             f"{self.param.size}")
+        bounds = np.asarray(sd["group_bounds"])
+        mine = [[g["start"], g["stop"]] for g in self.param_groups]
+        if bounds.tolist() != mine:
+            raise ValueError(f"state_dict has parameter groups {bounds.tolist()}, but this "
+                             f"optimizer has {mine}")
+        step, skipped = (np.asarray(sd[k]) for k in ("step", "skipped_steps"))
+        for key, value in (("step", step), ("skipped_steps", skipped)):
+            if value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
+                raise ValueError(f"Invalid {key} in state_dict: {value!r} (expected an "
+                                 "integer >= 0)")
+        arrays = {}
+        for name in buffers:
+            value = np.asarray(sd[name])
+            if value.shape != (self.param.size,) or value.dtype.kind != "f":
+                raise ValueError(f"state_dict[{name!r}] expects a float array of shape "
+                                 f"({self.param.size},) but got {value.dtype} {value.shape}")
+            arrays[name] = value
+        for name, value in arrays.items():
+            np.copyto(self.state[name], value, casting="same_kind")
+        self.state["step"] = int(step)
+        self.skipped_steps = int(skipped)
+
+    # -- copies ------------------------------------------------------------------------
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for key in ("_segments", "_partials", "_reduce"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._build()
+
+    def __repr__(self):
+        options = ", ".join(f"{k}={v!r}" for k, v in self._options().items())
+        return f"{type(self).__name__}(size={self.param.size}, dtype={self.dtype}, {options})"
+
+    def _options(self):
+        return {"lr": self.param_groups[0]["lr"], **self.defaults}
+
+
+def _resolve_params(params):
+    if isinstance(params, FlatParams):
+        return params, params.data
+    if isinstance(params, np.ndarray):
+        check_buffer("params", params)
+        return params, params.reshape(-1)
+    raise TypeError("params argument given to the optimizer should be a fastopt.FlatParams "
+                    f"or a numpy.ndarray, but got {type(params).__name__}")
+
+
+def _resolve_groups(params, size, default, param_groups):
+    """Turn the user's group specs into sorted, non-overlapping [start, stop) groups.
+
+    Elements in no group form default groups (one per gap) with the constructor's
+    hyperparameters.
+    """
+    specs = []
+    for index, spec in enumerate(param_groups or ()):
+        if not isinstance(spec, dict) or "params" not in spec:
+            raise TypeError(f"param_groups[{index}] must be a dict with a 'params' entry")
+        unknown = set(spec) - set(GROUP_KEYS)
+        if unknown:
+            raise ValueError(f"param_groups[{index}] has unknown keys {sorted(unknown)}; "
+                             f"allowed: {list(GROUP_KEYS)}")
+        s = _group_slice(params, size, spec["params"], index)
+        group = dict(default)
+        if "lr" in spec:
+            group["lr"] = check_lr(spec["lr"])
+        if "lr_scale" in spec:
+            group["lr_scale"] = check_nonnegative("lr_scale value", spec["lr_scale"])
+        if "weight_decay" in spec:
+            group["weight_decay"] = check_nonnegative("weight_decay value", spec["weight_decay"])
+        group.update(params=spec["params"], start=s.start, stop=s.stop)
+        specs.append(group)
+    specs.sort(key=lambda g: g["start"])
+    for a, b in zip(specs, specs[1:]):
+        if b["start"] < a["stop"]:
+            raise ValueError(f"parameter groups {a['params']!r} and {b['params']!r} overlap: "
+                             "some parameters appear in more than one parameter group")
+    groups, offset = [], 0
+    for group in specs + [None]:
+        start = size if group is None else group["start"]
+        if start > offset:
+            groups.append(dict(default, params="default", start=offset, stop=start))
+        if group is not None:
+            groups.append(group)
+            offset = group["stop"]
+    return groups
+
+
+def _group_slice(params, size, selector, index):
+    if isinstance(selector, slice):
+        start, stop, stride = selector.indices(size)
+        if stride != 1 or stop <= start:
+            raise ValueError(f"param_groups[{index}]['params'] slice {selector} must select a "
+                             "non-empty contiguous range")
+        return slice(start, stop)
+    if isinstance(params, FlatParams):
+        s = params.segment(selector)
+        if s.stop <= s.start:
+            raise ValueError(f"param_groups[{index}] selects no elements")
+        return s
+    raise TypeError(f"param_groups[{index}]['params'] must be a slice of the flat parameter "
+                    "array (array names need a FlatParams)")

@@ -1,0 +1,90 @@
+"""RMSprop: gradients divided by a moving root-mean-square, optionally centered."""
+from .._validation import check_flag, check_nonnegative, check_number
+from ..kernels import cpu
+from .base import Optimizer
+
+
+def host_scalars(f, lr, alpha, eps, weight_decay, momentum, centered, grad_scale):
+    """The RMSprop kernel's scalar arguments, cast by ``f``."""
+    one_minus_alpha = f(1 - alpha)
+    return (f(lr), f(alpha), one_minus_alpha, f(1) - one_minus_alpha, f(eps),
+            f(weight_decay), f(momentum), grad_scale, centered)
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop with torch.optim.RMSprop's numerics.
+
+    .. math::
+
+        g &\leftarrow \pm g + \lambda\,\theta \\
+        v_t &= \alpha\, v_{t-1} + (1 - \alpha)\, g^2 \\
+        \bar g_t &= \bar g_{t-1} + (1 - \alpha)(g - \bar g_{t-1})
+            \quad\text{(centered only)} \\
+        d &= \sqrt{v_t - \bar g_t^2} + \epsilon \ \text{(centered)}, \quad
+             \sqrt{v_t} + \epsilon \ \text{(otherwise)} \\
+        b_t &= \mu\, b_{t-1} + g / d, \quad \theta \leftarrow \theta - \gamma\, b_t
+            \quad\text{if } \mu > 0, \text{ else } \theta \leftarrow \theta - \gamma\, g / d
+
+    Parameters
+    ----------
+    params : FlatParams or numpy.ndarray
+    lr : float or callable, default 1e-2
+    alpha : float, default 0.99
+        Smoothing constant, in [0, 1].
+    eps : float, default 1e-8
+        Added outside the square root.
+    weight_decay : float, default 0
+    momentum : float, default 0
+    centered : bool, default False
+        Normalise by an estimate of the gradient's variance instead of its second moment.
+    maximize, param_groups, max_grad_norm, skip_nonfinite
+        As for :class:`fastopt.SGD`.
+
+    Notes
+    -----
+    State: ``square_avg``, ``grad_avg`` (centered), ``momentum_buffer`` (momentum > 0)
+    and ``step``. With momentum the learning rate multiplies the buffer from outside, so
+    a changing lr rescales all past contributions. Keras uses ``rho=0.9``,
+    ``epsilon=1e-7`` inside the square root and folds lr into the momentum buffer; optax
+    defaults to ``decay=0.9`` with eps inside the square root (``eps_in_sqrt=True``).
+    torch has no fused RMSprop kernel.
+
+    References
+    ----------
+    Hinton, Srivastava, Swersky, "Neural Networks for Machine Learning", lecture 6e.
+    Graves (2013), "Generating Sequences With Recurrent Neural Networks", arXiv:1308.0850
+    (centered form).
+    """
+
+    _kernels = (cpu.rmsprop_serial, cpu.rmsprop_parallel)
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
+                 centered=False, *, maximize=False, param_groups=None, max_grad_norm=None,
+                 skip_nonfinite=False):
+        self.alpha = check_number("alpha value", alpha, "0 <= alpha <= 1",
+                                  lambda v: 0 <= v <= 1)
+        self.eps = check_nonnegative("epsilon value", eps)
+        self.momentum = check_nonnegative("momentum value", momentum)
+        self.centered = check_flag("centered", centered)
+        self.defaults = {"alpha": self.alpha, "eps": self.eps, "weight_decay": weight_decay,
+                         "momentum": self.momentum, "centered": self.centered,
+                         "maximize": maximize}
+        super().__init__(params, lr=lr, weight_decay=weight_decay, maximize=maximize,
+                         param_groups=param_groups, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite)
+
+    def _state_fill(self):
+        fill = {"square_avg": 0.0}
+        if self.centered:
+            fill["grad_avg"] = 0.0
+        if self.momentum > 0:
+            fill["momentum_buffer"] = 0.0
+        return fill
+
+    def _kernel_state(self):
+        return (self.state["square_avg"], self.state.get("grad_avg"),
+                self.state.get("momentum_buffer"))
+
+    def _host_scalars(self, lr, weight_decay, step, grad_scale):
+        return host_scalars(self._scalar, lr, self.alpha, self.eps, weight_decay,
+                            self.momentum, self.centered, grad_scale)

@@ -1,0 +1,104 @@
+"""Stochastic gradient descent with momentum, dampening, Nesterov momentum and weight decay."""
+from .._validation import check_flag, check_nonnegative, check_number
+from ..kernels import cpu
+from .base import Optimizer
+
+
+def host_scalars(f, lr, weight_decay, momentum, dampening, nesterov, first_step, grad_scale):
+    """The SGD kernel's scalar arguments, cast by ``f``."""
+    return (f(lr), f(weight_decay), f(momentum), f(1 - dampening), grad_scale, nesterov,
+            first_step)
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent (optionally with momentum), torch.optim.SGD's numerics.
+
+    .. math::
+
+        g &\leftarrow \pm g + \lambda\,\theta \\
+        b_t &\leftarrow \begin{cases} g & t = 1 \\ \mu\, b_{t-1} + (1 - \tau)\, g & t > 1 \end{cases} \\
+        g &\leftarrow \begin{cases} g + \mu\, b_t & \text{nesterov} \\ b_t & \text{otherwise} \end{cases} \\
+        \theta &\leftarrow \theta - \gamma\, g
+
+    with learning rate :math:`\gamma` (``lr``), momentum :math:`\mu`, dampening
+    :math:`\tau` and weight decay :math:`\lambda`; the momentum lines apply only when
+    :math:`\mu \ne 0`, and :math:`-g` is used when ``maximize``.
+
+    Parameters
+    ----------
+    params : FlatParams or numpy.ndarray
+        The parameters, updated in place. A plain array must be a writeable C-contiguous
+        float32 or float64 array; its gradient is then passed to ``step(grad)``.
+    lr : float or callable, default 1e-3
+        Learning rate, or a schedule ``step -> lr`` evaluated once per step on the host
+        (the first update uses ``lr(0)``).
+    momentum : float, default 0
+    dampening : float, default 0
+    weight_decay : float, default 0
+        L2 penalty added to the gradient.
+    nesterov : bool, default False
+        Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
+    maximize : bool, default False
+        Maximise the objective instead of minimising it.
+    param_groups : list of dict, optional
+        Contiguous parameter segments with their own ``lr``, ``lr_scale`` or
+        ``weight_decay``: ``[{"params": "no_decay", "weight_decay": 0.0}]``. ``params`` is
+        a FlatParams group name, a list of contiguous array names, or a slice of the flat
+        buffer. Each group costs one kernel call.
+    max_grad_norm : float, optional
+        Clip the gradient to this global L2 norm (scale by
+        ``min(1, max_grad_norm / (norm + 1e-6))``, as torch.nn.utils.clip_grad_norm_);
+        the scale is applied inside the update kernel and the gradient buffer is not
+        modified.
+    skip_nonfinite : bool, default False
+        Skip the whole step (params and state untouched, ``step()`` returns False) when
+        the gradient contains NaN or inf. By default non-finite values propagate, as in
+        torch.
+
+    Notes
+    -----
+    State: ``momentum_buffer`` (only when ``momentum != 0``) and ``step``. As in torch,
+    the first update copies the gradient into the momentum buffer without dampening.
+    optax's ``sgd`` has no dampening and no ``maximize``; Keras folds the learning rate
+    into the momentum buffer (``v = mu v - lr g``), which differs from this (torch's)
+    form when the learning rate changes between steps.
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> w = np.ones(3, np.float32)
+    >>> opt = fastopt.SGD(w, lr=0.1, momentum=0.9)
+    >>> opt.step(np.ones(3, np.float32))
+    True
+    >>> w
+    array([0.9, 0.9, 0.9], dtype=float32)
+    """
+
+    _kernels = (cpu.sgd_serial, cpu.sgd_parallel)
+
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
+                 nesterov=False, *, maximize=False, param_groups=None, max_grad_norm=None,
+                 skip_nonfinite=False):
+        self.momentum = check_nonnegative("momentum value", momentum)
+        self.dampening = check_number("dampening value", dampening, "a finite number",
+                                      lambda v: abs(v) < float("inf"))
+        self.nesterov = check_flag("nesterov", nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening "
+                             f"(got momentum={momentum}, dampening={dampening})")
+        self.defaults = {"momentum": self.momentum, "dampening": self.dampening,
+                         "weight_decay": weight_decay, "nesterov": self.nesterov,
+                         "maximize": maximize}
+        super().__init__(params, lr=lr, weight_decay=weight_decay, maximize=maximize,
+                         param_groups=param_groups, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite)
+
+    def _state_fill(self):
+        return {"momentum_buffer": 0.0} if self.momentum != 0 else {}
+
+    def _kernel_state(self):
+        return (self.state.get("momentum_buffer"),)
+
+    def _host_scalars(self, lr, weight_decay, step, grad_scale):
+        return host_scalars(self._scalar, lr, weight_decay, self.momentum, self.dampening,
+                            self.nesterov, step == 1, grad_scale)
