@@ -69,10 +69,9 @@ def sgd_(param, grad, momentum_buffer=None, *, lr=1e-3, momentum=0, dampening=0,
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
     _need("momentum_buffer", momentum_buffer, momentum != 0)
     arrays = _prepare(param, grad, momentum_buffer=momentum_buffer)
-    f = param.dtype.type
-    scalars = sgd.host_scalars(f, lr, weight_decay, momentum, dampening, nesterov,
+    scalars = sgd.host_scalars(lr, weight_decay, momentum, dampening, nesterov,
                                check_flag("first_step", first_step),
-                               f(-1 if check_flag("maximize", maximize) else 1))
+                               -1.0 if check_flag("maximize", maximize) else 1.0)
     _run(cpu.sgd_serial, cpu.sgd_parallel, arrays, scalars)
 
 
@@ -85,9 +84,8 @@ def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0, weight_decay=
     weight_decay = check_nonnegative("weight_decay value", weight_decay)
     eps = check_nonnegative("epsilon value", eps)
     arrays = _prepare(param, grad, state_sum=state_sum)
-    f = param.dtype.type
-    scalars = adagrad.host_scalars(f, lr, lr_decay, weight_decay, eps, step,
-                                   f(-1 if check_flag("maximize", maximize) else 1))
+    scalars = adagrad.host_scalars(lr, lr_decay, weight_decay, eps, step,
+                                   -1.0 if check_flag("maximize", maximize) else 1.0)
     _run(cpu.adagrad_serial, cpu.adagrad_parallel, arrays, scalars)
 
 
@@ -106,9 +104,8 @@ def rmsprop_(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr
     arrays = _prepare(param, grad, square_avg=square_avg,
                       grad_avg=grad_avg if centered else None,
                       momentum_buffer=momentum_buffer if momentum > 0 else None)
-    f = param.dtype.type
-    scalars = rmsprop.host_scalars(f, lr, alpha, eps, weight_decay, momentum, centered,
-                                   f(-1 if check_flag("maximize", maximize) else 1))
+    scalars = rmsprop.host_scalars(lr, alpha, eps, weight_decay, momentum, centered,
+                                   -1.0 if check_flag("maximize", maximize) else 1.0)
     _run(cpu.rmsprop_serial, cpu.rmsprop_parallel, arrays, scalars)
 
 
@@ -126,9 +123,8 @@ def adam_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-
     _need("max_exp_avg_sq", max_exp_avg_sq, amsgrad)
     arrays = _prepare(param, grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
                       max_exp_avg_sq=max_exp_avg_sq if amsgrad else None)
-    f = param.dtype.type
-    scalars = adam.host_scalars(f, lr, betas, eps, weight_decay, decoupled, amsgrad, step,
-                                f(-1 if check_flag("maximize", maximize) else 1))
+    scalars = adam.host_scalars(lr, betas, eps, weight_decay, decoupled, amsgrad, step,
+                                -1.0 if check_flag("maximize", maximize) else 1.0)
     _run(cpu.adam_serial, cpu.adam_parallel, arrays, scalars)
 
 

@@ -2,7 +2,9 @@
 
 Each algorithm has a serial kernel (one vectorised loop) and a parallel kernel that splits
 the buffers into chunks and runs the serial kernel on each chunk in a ``prange``. Both
-have the same signature: ``(param, grad, *state, *host_scalars, *flags) -> None``. A state
+have the same signature: ``(param, grad, *state, *host_scalars, *flags) -> None``. Host
+scalars arrive as Python floats (cheap to pass) and are cast to the buffer dtype once, before
+the loop, so float32 buffers are updated in float32 arithmetic. A state
 buffer an option does not use (no momentum, no amsgrad, not centered) is passed as an
 empty array of the buffer dtype. Callers validate everything first: these functions
 trust shapes, dtypes and contiguity.
@@ -26,6 +28,9 @@ adam_element = _math.adam
 @kernel
 def sgd_serial(param, grad, momentum_buffer, lr, weight_decay, momentum, one_minus_dampening,
                grad_scale, nesterov, first_step):
+    f = param.dtype.type
+    lr, weight_decay, momentum = f(lr), f(weight_decay), f(momentum)
+    one_minus_dampening, grad_scale = f(one_minus_dampening), f(grad_scale)
     if momentum != 0:
         for i in range(param.size):
             param[i], momentum_buffer[i] = sgd_element(
@@ -39,6 +44,8 @@ def sgd_serial(param, grad, momentum_buffer, lr, weight_decay, momentum, one_min
 
 @kernel
 def adagrad_serial(param, grad, state_sum, clr, weight_decay, eps, grad_scale):
+    f = param.dtype.type
+    clr, weight_decay, eps, grad_scale = f(clr), f(weight_decay), f(eps), f(grad_scale)
     for i in range(param.size):
         param[i], state_sum[i] = adagrad_element(param[i], grad[i], state_sum[i], clr,
                                                  weight_decay, eps, grad_scale)
@@ -46,8 +53,11 @@ def adagrad_serial(param, grad, state_sum, clr, weight_decay, eps, grad_scale):
 
 @kernel
 def rmsprop_serial(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha,
-                   one_minus_alpha, one_minus_alpha_complement, eps, weight_decay, momentum,
-                   grad_scale, centered):
+                   one_minus_alpha, eps, weight_decay, momentum, grad_scale, centered):
+    f = param.dtype.type
+    lr, alpha, one_minus_alpha, eps = f(lr), f(alpha), f(one_minus_alpha), f(eps)
+    weight_decay, momentum, grad_scale = f(weight_decay), f(momentum), f(grad_scale)
+    one_minus_alpha_complement = f(1.0) - one_minus_alpha
     if centered and momentum > 0:
         for i in range(param.size):
             param[i], square_avg[i], grad_avg[i], momentum_buffer[i] = rmsprop_element(
@@ -76,8 +86,13 @@ def rmsprop_serial(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha
 
 @kernel
 def adam_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay,
-                decay_factor, one_minus_beta1, one_minus_beta1_complement, beta2,
-                one_minus_beta2, step_size, bias_correction2_sqrt, eps, amsgrad):
+                decay_factor, one_minus_beta1, beta2, one_minus_beta2, step_size,
+                bias_correction2_sqrt, eps, amsgrad):
+    f = param.dtype.type
+    grad_scale, weight_decay, decay_factor = f(grad_scale), f(weight_decay), f(decay_factor)
+    one_minus_beta1, beta2, one_minus_beta2 = f(one_minus_beta1), f(beta2), f(one_minus_beta2)
+    step_size, bias_correction2_sqrt, eps = f(step_size), f(bias_correction2_sqrt), f(eps)
+    one_minus_beta1_complement = f(1.0) - one_minus_beta1
     if amsgrad:
         for i in range(param.size):
             param[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i] = adam_element(

@@ -4,10 +4,9 @@ from ..kernels import cpu
 from .base import Optimizer
 
 
-def host_scalars(f, lr, lr_decay, weight_decay, eps, step, grad_scale):
-    """The Adagrad kernel's scalar arguments for update number ``step``, cast by ``f``."""
-    clr = lr / (1 + (step - 1) * lr_decay)
-    return f(clr), f(weight_decay), f(eps), grad_scale
+def host_scalars(lr, lr_decay, weight_decay, eps, step, grad_scale):
+    """The Adagrad kernel's scalar arguments (Python floats) for update number ``step``."""
+    return lr / (1 + (step - 1) * lr_decay), weight_decay, eps, grad_scale
 
 
 class Adagrad(Optimizer):
@@ -71,5 +70,5 @@ class Adagrad(Optimizer):
         return (self.state["sum"],)
 
     def _host_scalars(self, lr, weight_decay, step, grad_scale):
-        return host_scalars(self._scalar, lr, self.lr_decay, weight_decay, self.eps, step,
+        return host_scalars(lr, self.lr_decay, weight_decay, self.eps, step,
                             grad_scale)

@@ -4,9 +4,9 @@ from ..kernels import cpu
 from .base import Optimizer
 
 
-def host_scalars(f, lr, betas, eps, weight_decay, decoupled_weight_decay, amsgrad, step,
+def host_scalars(lr, betas, eps, weight_decay, decoupled_weight_decay, amsgrad, step,
                  grad_scale):
-    """The Adam kernel's scalar arguments for update number ``step``, cast by ``f``."""
+    """The Adam kernel's scalar arguments (Python floats) for update number ``step``."""
     beta1, beta2 = betas
     bias_correction1 = 1 - beta1 ** step
     bias_correction2 = 1 - beta2 ** step
@@ -14,10 +14,8 @@ def host_scalars(f, lr, betas, eps, weight_decay, decoupled_weight_decay, amsgra
         decay_factor, weight_decay = 1 - lr * weight_decay, 0.0
     else:
         decay_factor = 1.0
-    one_minus_beta1 = f(1 - beta1)
-    return (grad_scale, f(weight_decay), f(decay_factor), one_minus_beta1,
-            f(1) - one_minus_beta1, f(beta2), f(1 - beta2), f(lr / bias_correction1),
-            f(bias_correction2 ** 0.5), f(eps), amsgrad)
+    return (grad_scale, weight_decay, decay_factor, 1 - beta1, beta2, 1 - beta2,
+            lr / bias_correction1, bias_correction2 ** 0.5, eps, amsgrad)
 
 
 class Adam(Optimizer):
@@ -112,7 +110,7 @@ class Adam(Optimizer):
                 self.state.get("max_exp_avg_sq"))
 
     def _host_scalars(self, lr, weight_decay, step, grad_scale):
-        return host_scalars(self._scalar, lr, self.betas, self.eps, weight_decay,
+        return host_scalars(lr, self.betas, self.eps, weight_decay,
                             self.decoupled_weight_decay, self.amsgrad, step, grad_scale)
 
 

@@ -27,7 +27,6 @@ class Optimizer:
                  max_grad_norm=None, skip_nonfinite=False):
         self._params, self.param = _resolve_params(params)
         self.dtype = self.param.dtype
-        self._scalar = self.dtype.type
         self.maximize = check_flag("maximize", maximize)
         self.skip_nonfinite = check_flag("skip_nonfinite", skip_nonfinite)
         if max_grad_norm is not None:
@@ -99,21 +98,20 @@ class Optimizer:
         """
         flat_grad = self._flat_grad(grad)
         t = self.state["step"]
-        lrs = [self._group_lr(group, t) for group in self.param_groups]
+        hyper = [self._group_hyperparameters(group, t) for group in self.param_groups]
         grad_scale = self._grad_scale(flat_grad)
         if grad_scale is None:
             self.skipped_steps += 1
             self.last_step_skipped = True
             return False
         step = t + 1
-        for (group, s, kernel, param, group_grad, state), lr in zip(self._segments, lrs):
+        for (_, s, kernel, param, group_grad, state), (lr, wd) in zip(self._segments, hyper):
             if grad is not None:
                 group_grad = flat_grad[s]
-            kernel(param, group_grad, *state,
-                   *self._host_scalars(lr, group["weight_decay"], step, grad_scale))
+            kernel(param, group_grad, *state, *self._host_scalars(lr, wd, step, grad_scale))
         self.state["step"] = step
         self.last_step_skipped = False
-        self.last_lr = lrs[0] if len(lrs) == 1 else lrs
+        self.last_lr = hyper[0][0] if len(hyper) == 1 else [lr for lr, _ in hyper]
         return True
 
     def _flat_grad(self, grad):
@@ -124,25 +122,23 @@ class Optimizer:
             return self._params.grad
         reference = self._params if isinstance(self._params, np.ndarray) else self.param
         check_like("grad", grad, reference)
-        return grad.reshape(-1)
+        return grad if grad.ndim == 1 else grad.reshape(-1)
 
-    def _group_lr(self, group, t):
-        lr = group["lr"]
-        if callable(lr):
-            lr = scheduled_lr(lr, t)
-        else:
-            lr = check_lr(lr)
-        scale = group["lr_scale"]
+    def _group_hyperparameters(self, group, t):
+        """This step's (lr, weight_decay) of a group as checked Python floats."""
+        lr, scale, weight_decay = group["lr"], group["lr_scale"], group["weight_decay"]
+        if (type(lr) is float and lr >= 0 and scale == 1.0
+                and type(weight_decay) is float and weight_decay >= 0):
+            return lr, weight_decay
+        lr = scheduled_lr(lr, t) if callable(lr) else check_lr(lr)
         if scale != 1.0:
             lr = lr * check_nonnegative("lr_scale value", scale)
-        if group["weight_decay"] != 0:
-            check_nonnegative("weight_decay value", group["weight_decay"])
-        return lr
+        return lr, check_nonnegative("weight_decay value", weight_decay)
 
     def _grad_scale(self, grad):
         scale = -1.0 if self.maximize else 1.0
         if self.max_grad_norm is None and not self.skip_nonfinite:
-            return self._scalar(scale)
+            return scale
         sumsq = self._reduce(grad, self._partials)
         if not math.isfinite(sumsq):
             if self.skip_nonfinite and (math.isnan(sumsq) or cpu.count_nonfinite(grad)):
@@ -151,7 +147,7 @@ class Optimizer:
             norm = math.sqrt(sumsq)
             self.last_grad_norm = norm
             scale *= min(1.0, self.max_grad_norm / (norm + 1e-6))
-        return self._scalar(scale)
+        return scale
 
     def zero_grad(self):
         """Zero the FlatParams gradient buffer."""

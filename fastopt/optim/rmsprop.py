@@ -4,11 +4,9 @@ from ..kernels import cpu
 from .base import Optimizer
 
 
-def host_scalars(f, lr, alpha, eps, weight_decay, momentum, centered, grad_scale):
-    """The RMSprop kernel's scalar arguments, cast by ``f``."""
-    one_minus_alpha = f(1 - alpha)
-    return (f(lr), f(alpha), one_minus_alpha, f(1) - one_minus_alpha, f(eps),
-            f(weight_decay), f(momentum), grad_scale, centered)
+def host_scalars(lr, alpha, eps, weight_decay, momentum, centered, grad_scale):
+    """The RMSprop kernel's scalar arguments (Python floats)."""
+    return lr, alpha, 1 - alpha, eps, weight_decay, momentum, grad_scale, centered
 
 
 class RMSprop(Optimizer):
@@ -86,5 +84,5 @@ class RMSprop(Optimizer):
                 self.state.get("momentum_buffer"))
 
     def _host_scalars(self, lr, weight_decay, step, grad_scale):
-        return host_scalars(self._scalar, lr, self.alpha, self.eps, weight_decay,
+        return host_scalars(lr, self.alpha, self.eps, weight_decay,
                             self.momentum, self.centered, grad_scale)

@@ -4,10 +4,9 @@ from ..kernels import cpu
 from .base import Optimizer
 
 
-def host_scalars(f, lr, weight_decay, momentum, dampening, nesterov, first_step, grad_scale):
-    """The SGD kernel's scalar arguments, cast by ``f``."""
-    return (f(lr), f(weight_decay), f(momentum), f(1 - dampening), grad_scale, nesterov,
-            first_step)
+def host_scalars(lr, weight_decay, momentum, dampening, nesterov, first_step, grad_scale):
+    """The SGD kernel's scalar arguments (Python floats)."""
+    return lr, weight_decay, momentum, 1 - dampening, grad_scale, nesterov, first_step
 
 
 class SGD(Optimizer):
@@ -100,5 +99,5 @@ class SGD(Optimizer):
         return (self.state.get("momentum_buffer"),)
 
     def _host_scalars(self, lr, weight_decay, step, grad_scale):
-        return host_scalars(self._scalar, lr, weight_decay, self.momentum, self.dampening,
+        return host_scalars(lr, weight_decay, self.momentum, self.dampening,
                             self.nesterov, step == 1, grad_scale)

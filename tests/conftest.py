@@ -1,0 +1,23 @@
+import os
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """torch, or a skip; in CI (CI set) a missing torch fails the test instead."""
+    try:
+        import torch as torch_module
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("torch is required for the parity tests in CI: "
+                        "pip install -e '.[test]'")
+        pytest.skip("torch not installed (pip install -e '.[test]')")
+    torch_module.set_num_threads(2)
+    return torch_module
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
