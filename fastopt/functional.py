@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from ._config import PARALLEL_MIN_SIZE, REDUCTION_BLOCK
+from . import _config
+from ._config import REDUCTION_BLOCK
 from ._validation import (check_betas, check_buffer, check_flag, check_like, check_lr,
                           check_nonnegative, check_number, check_state_buffer)
 from .kernels import cpu
@@ -43,7 +44,7 @@ def _check_step(step):
 
 
 def _run(serial, parallel, arrays, scalars):
-    kernel = parallel if arrays[0].size >= PARALLEL_MIN_SIZE else serial
+    kernel = parallel if arrays[0].size >= _config.PARALLEL_MIN_SIZE else serial
     kernel(*arrays, *scalars)
 
 
@@ -134,5 +135,6 @@ def grad_norm(grad):
     check_buffer("grad", grad, writeable=False)
     flat = grad.reshape(-1)
     partials = np.empty(-(-flat.size // REDUCTION_BLOCK), np.float64)
-    reduce = cpu.grad_sumsq_parallel if flat.size >= PARALLEL_MIN_SIZE else cpu.grad_sumsq_serial
+    parallel = flat.size >= _config.PARALLEL_MIN_SIZE
+    reduce = cpu.grad_sumsq_parallel if parallel else cpu.grad_sumsq_serial
     return math.sqrt(reduce(flat, partials))

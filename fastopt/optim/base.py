@@ -3,7 +3,8 @@ import math
 
 import numpy as np
 
-from .._config import PARALLEL_MIN_SIZE, REDUCTION_BLOCK
+from .. import _config
+from .._config import REDUCTION_BLOCK
 from .._validation import (check_buffer, check_flag, check_like, check_lr, check_nonnegative,
                            check_number, scheduled_lr)
 from ..buffers import FlatParams
@@ -65,13 +66,13 @@ class Optimizer:
         self._segments = []
         for group in self.param_groups:
             s = slice(group["start"], group["stop"])
-            kernel = parallel if s.stop - s.start >= PARALLEL_MIN_SIZE else serial
+            kernel = parallel if s.stop - s.start >= _config.PARALLEL_MIN_SIZE else serial
             grad = None if grad_buffer is None else grad_buffer[s]
             self._segments.append((group, s, kernel, self.param[s], grad,
                                    tuple(a[s] if a.size else a for a in state)))
         self._partials = np.empty(-(-self.param.size // REDUCTION_BLOCK), np.float64)
-        self._reduce = (cpu.grad_sumsq_parallel if self.param.size >= PARALLEL_MIN_SIZE
-                        else cpu.grad_sumsq_serial)
+        parallel_reduce = self.param.size >= _config.PARALLEL_MIN_SIZE
+        self._reduce = cpu.grad_sumsq_parallel if parallel_reduce else cpu.grad_sumsq_serial
 
     # -- the step ----------------------------------------------------------------------
     @property
@@ -205,7 +206,7 @@ class Optimizer:
         step, skipped = (np.asarray(sd[k]) for k in ("step", "skipped_steps"))
         for key, value in (("step", step), ("skipped_steps", skipped)):
             if value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
-                raise ValueError(f"Invalid {key} in state_dict: {value!r} (expected an "
+                raise ValueError(f"Invalid {key} in state_dict: {value.tolist()!r} (expected an "
                                  "integer >= 0)")
         arrays = {}
         for name in buffers:
