@@ -4,10 +4,6 @@
 #: costs more than the update itself below this size.
 PARALLEL_MIN_SIZE = 1 << 15
 
-#: A parallel kernel splits its buffers into chunks of this many elements and runs the
-#: serial loop on each; the chunks are shared statically among the threads.
-PARALLEL_CHUNK = 1 << 14
-
 #: Fixed block size of the gradient-norm reduction. Partial sums are taken over these
 #: blocks in a fixed order, so the norm is bit-identical for any thread count.
 REDUCTION_BLOCK = 1 << 14

@@ -12,6 +12,8 @@ caching, the error model and the floating-point flags are decided here and nowhe
   no NaN, so a NaN gradient could be optimised away.
 * Compilation is lazy: a kernel compiles on its first call for each dtype.
 """
+import types
+
 from numba import njit
 
 JIT_OPTIONS = {"cache": True, "error_model": "numpy", "fastmath": False, "nogil": True}
@@ -27,3 +29,21 @@ def kernel(function=None, *, parallel=False):
 def element(function):
     """Compile a per-element update function (called from kernels, inlined by LLVM)."""
     return njit(**JIT_OPTIONS)(function)
+
+
+def serial_and_parallel(loop):
+    """Compile one loop source twice: serially (``prange`` runs as ``range``) and threaded.
+
+    Returns ``(serial, parallel)``. The two compilations get their own function names
+    (``_adam`` becomes ``adam_serial`` and ``adam_parallel``) so that numba's disk cache,
+    which files entries by function name, keeps them apart.
+    """
+    def renamed(suffix):
+        name = f"{loop.__name__.lstrip('_')}_{suffix}"
+        copy = types.FunctionType(loop.__code__, loop.__globals__, name, loop.__defaults__,
+                                  loop.__closure__)
+        copy.__qualname__ = name
+        copy.__doc__ = loop.__doc__
+        return copy
+    return (njit(parallel=False, **JIT_OPTIONS)(renamed("serial")),
+            njit(parallel=True, **JIT_OPTIONS)(renamed("parallel")))
