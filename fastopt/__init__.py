@@ -3,10 +3,11 @@ from ._threading import preload_torch_openmp as _preload_torch_openmp
 
 _preload_torch_openmp()
 
-from . import functional  # noqa: E402
+from . import functional, schedules  # noqa: E402
 from ._threading import get_num_threads, set_num_threads  # noqa: E402
 from .buffers import FlatParams  # noqa: E402
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
+from .schedules import plot_schedule, scale_lr  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,9 @@ __all__ = [
     "Adam",
     "AdamW",
     "functional",
+    "schedules",
+    "scale_lr",
+    "plot_schedule",
     "get_num_threads",
     "set_num_threads",
 ]

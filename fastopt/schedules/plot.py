@@ -1,0 +1,29 @@
+"""Plotting a schedule (needs the ``plot`` extra: matplotlib)."""
+import numpy as np
+
+
+def plot_schedule(schedule, steps, *, ax=None, path=None, label=None):
+    """Plot ``schedule`` over ``range(steps)`` (or the given integer steps).
+
+    Returns the matplotlib Axes; writes a PNG (or any format matplotlib knows) to ``path``
+    when given.
+    """
+    try:
+        import matplotlib
+        if ax is None and path is not None:
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError('plot_schedule needs matplotlib: pip install "fastopt[plot]"') from None
+    t = np.arange(steps) if np.ndim(steps) == 0 else np.asarray(steps)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(t, schedule(t), label=label or repr(schedule))
+    ax.set_xlabel("step (updates applied)")
+    ax.set_ylabel("learning rate")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    if path is not None:
+        ax.figure.tight_layout()
+        ax.figure.savefig(path, dpi=100)
+    return ax
