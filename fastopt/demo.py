@@ -73,6 +73,27 @@ def accuracy(fp, x, y):
     return float((forward(fp.params, x)[1].argmax(1) == y).mean())
 
 
+def digits_problem(iterations, batch_size=64, dtype=np.float32, hidden=64, seed=0):
+    """The network, ``loss_grad(params, grad, batch)`` and the batches for
+    :func:`fastopt.sweep`, set up like :func:`train`: the gradient comes from a mini-batch
+    of ``batch_size`` images and the returned cost is the whole training set's, so the
+    sweep judges the same noisy updates that training makes on a cost curve without
+    mini-batch noise."""
+    (x_train, y_train), _ = split_digits(seed=seed)
+    x_train = x_train.astype(dtype)
+    fp = init_mlp(x_train.shape[1], hidden, 10, dtype, seed)
+    rng = np.random.default_rng(seed)
+    batches = []
+    while len(batches) < iterations + 1:
+        order = rng.permutation(len(y_train))
+        batches += [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def loss_grad(params, grad, batch):
+        loss_and_grad(params, x_train[batch], y_train[batch])
+        return softmax_cross_entropy(forward(params.params, x_train)[1], y_train)[0]
+    return fp, loss_grad, batches[:iterations + 1]
+
+
 def train(optimizer="adam", *, lr=None, epochs=30, batch_size=64, hidden=64, dtype=np.float32,
           seed=0, verbose=True, print_fn=print):
     """Train the network and return a summary dict (costs per epoch, accuracies)."""

@@ -1,6 +1,8 @@
 """Plotting a schedule (needs the ``plot`` extra: matplotlib)."""
 import numpy as np
 
+from .._plotting import finish, pyplot
+
 
 def plot_schedule(schedule, steps, *, ax=None, path=None, label=None):
     """Plot ``schedule`` over ``range(steps)`` (or the given integer steps).
@@ -8,13 +10,7 @@ def plot_schedule(schedule, steps, *, ax=None, path=None, label=None):
     Returns the matplotlib Axes; writes a PNG (or any format matplotlib knows) to ``path``
     when given.
     """
-    try:
-        import matplotlib
-        if ax is None and path is not None:
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError('plot_schedule needs matplotlib: pip install "fastopt[plot]"') from None
+    plt = pyplot(headless=ax is None and path is not None)
     t = np.arange(steps) if np.ndim(steps) == 0 else np.asarray(steps)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
@@ -23,7 +19,4 @@ def plot_schedule(schedule, steps, *, ax=None, path=None, label=None):
     ax.set_ylabel("learning rate")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    if path is not None:
-        ax.figure.tight_layout()
-        ax.figure.savefig(path, dpi=100)
-    return ax
+    return finish(ax, path)

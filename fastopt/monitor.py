@@ -1,0 +1,121 @@
+"""CostMonitor: watch the cost in your own training loop and say what a rise means."""
+import math
+import warnings
+
+
+class CostWarning(UserWarning):
+    """The cost went up or stopped being finite."""
+
+
+class CostIncreaseError(RuntimeError):
+    """Raised by a CostMonitor with ``on_increase="raise"``."""
+
+
+class NonFiniteCostError(FloatingPointError):
+    """Raised by a CostMonitor with ``on_nonfinite="raise"`` (the default)."""
+
+
+class CostEvent:
+    """One finding: ``kind`` ("increase" or "nonfinite"), ``iteration``, ``previous``,
+    ``cost`` and a ``message``."""
+
+    def __init__(self, kind, iteration, previous, cost):
+        self.kind, self.iteration, self.previous, self.cost = kind, iteration, previous, cost
+        if kind == "nonfinite":
+            self.message = (f"cost is {cost} at iteration {iteration}: the learning rate is far "
+                            "too large or the gradient is wrong; try lr/10, and a very small "
+                            "lr to check that the cost then decreases every iteration")
+        else:
+            self.message = (f"cost went up at iteration {iteration} ({previous:.6g} -> "
+                            f"{cost:.6g}): the learning rate may be too large, or the gradient "
+                            "may be wrong; try lr/3, or a very small lr to check that the cost "
+                            "then decreases every iteration")
+
+    def __repr__(self):
+        return f"<CostEvent {self.message}>"
+
+
+class CostMonitor:
+    """Feed it one cost per iteration; it flags non-finite costs and increases.
+
+    Parameters
+    ----------
+    rtol, atol : float
+        An increase counts when ``cost > previous + rtol * |previous| + atol`` (defaults:
+        any rise above 1e-6 relative, so rounding noise is not reported).
+    on_increase, on_nonfinite : {"warn", "raise", "ignore"} or callable
+        What to do: warn with :class:`CostWarning`, raise :class:`CostIncreaseError` /
+        :class:`NonFiniteCostError`, stay silent (the events are still recorded), or call
+        ``callback(event)``. Defaults: warn on increases, raise on non-finite costs.
+    plateau : fastopt.schedules.reduce_on_plateau, optional
+        Fed every cost, so the monitor can drive a plateau schedule.
+
+    Examples
+    --------
+    >>> monitor = CostMonitor(on_increase="ignore")
+    >>> for cost in [3.0, 2.5, 2.7, 2.0]:
+    ...     event = monitor(cost)
+    >>> monitor.increases
+    [2]
+    >>> print(monitor.events[0].message)  # doctest: +ELLIPSIS
+    cost went up at iteration 2 (2.5 -> 2.7): the learning rate may be too large, ...
+    """
+
+    ACTIONS = ("warn", "raise", "ignore")
+
+    def __init__(self, *, rtol=1e-6, atol=0.0, on_increase="warn", on_nonfinite="raise",
+                 plateau=None):
+        for name, action in (("on_increase", on_increase), ("on_nonfinite", on_nonfinite)):
+            if not callable(action) and action not in self.ACTIONS:
+                raise ValueError(f"Invalid {name}: {action!r} (expected 'warn', 'raise', "
+                                 "'ignore' or a callable)")
+        if not (rtol >= 0 and atol >= 0):
+            raise ValueError(f"Invalid tolerance: rtol={rtol}, atol={atol} (expected >= 0)")
+        self.rtol, self.atol = float(rtol), float(atol)
+        self.on_increase, self.on_nonfinite, self.plateau = on_increase, on_nonfinite, plateau
+        self.costs, self.events = [], []
+
+    @property
+    def increases(self):
+        """Iterations at which the cost went up."""
+        return [e.iteration for e in self.events if e.kind == "increase"]
+
+    def __call__(self, cost):
+        """Record the cost of the next iteration; returns a CostEvent or None."""
+        cost = float(cost)
+        iteration = len(self.costs)
+        previous = self.costs[-1] if self.costs else None
+        self.costs.append(cost)
+        if self.plateau is not None and math.isfinite(cost):
+            self.plateau.step(cost)
+        event = None
+        if not math.isfinite(cost):
+            event = CostEvent("nonfinite", iteration, previous, cost)
+            action, error = self.on_nonfinite, NonFiniteCostError
+        elif previous is not None and math.isfinite(previous) and \
+                cost > previous + self.rtol * abs(previous) + self.atol:
+            event = CostEvent("increase", iteration, previous, cost)
+            action, error = self.on_increase, CostIncreaseError
+        if event is None:
+            return None
+        self.events.append(event)
+        if callable(action):
+            action(event)
+        elif action == "raise":
+            raise error(event.message)
+        elif action == "warn":
+            warnings.warn(event.message, CostWarning, stacklevel=2)
+        return event
+
+    update = __call__
+
+    def summary(self):
+        n = len(self.costs) - 1
+        if n < 1:
+            return "no iterations recorded"
+        ups = len(self.increases)
+        text = (f"{n} iterations, cost {self.costs[0]:.6g} -> {self.costs[-1]:.6g}, "
+                f"went up {ups} time{'s' * (ups != 1)}")
+        if any(e.kind == "nonfinite" for e in self.events):
+            text += ", became non-finite"
+        return text

@@ -1,0 +1,280 @@
+"""The learning-rate sweep: short runs on a 3x ladder of rates, from one snapshot.
+
+"Try alpha in ... 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1 ..., run each for a handful of
+iterations, plot the cost against the iteration, and pick the alpha that decreases the cost
+rapidly but also consistently." Data first (:class:`SweepResult`), plot second.
+"""
+import math
+
+import numpy as np
+
+from ._plotting import finish, pyplot
+from ._problem import Problem, diverged
+from ._progress import Progress
+from .gradcheck import check_grad
+from .optim import SGD
+
+DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
+VERDICTS = ("good", "slow", "oscillating", "diverged")
+
+
+def sweep(loss_grad, params, *, optimizer=SGD, lrs=None, iterations=50, batches=None,
+          diverge_factor=4.0, max_increase_share=0.1, min_decrease=0.01, increase_rtol=1e-6,
+          progress=None, **optimizer_kwargs):
+    """Run ``optimizer`` for ``iterations`` updates at each learning rate and pick one.
+
+    Every run starts from the same snapshot of ``params``; when the sweep ends (also when a
+    run diverges or ``loss_grad`` raises) the parameters, and a FlatParams' gradient
+    buffer, are restored bit for bit.
+
+    Parameters
+    ----------
+    loss_grad : callable
+        ``loss_grad(params, grad)`` returns the cost at ``params`` and writes its gradient
+        into ``grad``. For a FlatParams, ``params`` is the FlatParams and ``grad`` its flat
+        gradient buffer (writing through ``params.grads[...]`` works too). With
+        ``batches``, it is called as ``loss_grad(params, grad, batch)``.
+    params : FlatParams or 1-D float ndarray
+        The starting point.
+    optimizer : optimizer class, default fastopt.SGD
+        Built as ``optimizer(params, lr=lr, **optimizer_kwargs)`` for each run.
+    lrs : sequence of float, optional
+        Default: the 3x ladder 1e-4, 3e-4, 1e-3, ..., 1, 3.
+    iterations : int, default 50
+        Updates per run; each run records ``iterations + 1`` costs (the first is the
+        starting cost).
+    batches : sequence or callable, optional
+        For mini-batch problems: a sequence of at least ``iterations + 1`` batches, or a
+        callable returning a fresh iterator; every run sees the same batches in the same
+        order. Mini-batch costs are noisy: raise ``max_increase_share`` accordingly.
+    diverge_factor : float, default 4
+        A run is stopped as diverged when its cost is not finite or exceeds
+        ``diverge_factor`` times the starting cost.
+    max_increase_share : float, default 0.1
+        A run in which more than this share of the updates increased the cost (by more
+        than ``increase_rtol`` relative) is "oscillating".
+    min_decrease : float, default 0.01
+        A run whose cost fell by less than this fraction of the starting cost is "slow".
+    progress : bool, optional
+        Show a progress bar on stderr (default: only on a terminal, after 0.5 s).
+    **optimizer_kwargs
+        Passed to every optimizer (momentum, betas, weight_decay, ...).
+
+    Returns
+    -------
+    SweepResult
+
+    Notes
+    -----
+    Verdicts, in this order of precedence:
+
+    * ``"diverged"``: a non-finite cost, a cost above ``diverge_factor`` x the start, or a
+      final cost above the start.
+    * ``"oscillating"``: more than ``max_increase_share`` of the updates raised the cost.
+      "If the cost sometimes goes up, alpha is too large or there is a bug."
+    * ``"slow"``: consistent but the cost fell by less than ``min_decrease`` of the start.
+    * ``"good"``: it decreased consistently and substantially.
+
+    The pick: among "good" runs, the lowest final cost (the fastest decrease over the same
+    number of updates; the larger rate on a tie); if there is none, the lowest final cost among "slow" runs. A
+    diverged or oscillating run is never picked. When even the smallest rate failed to
+    decrease the cost, :func:`fastopt.check_grad` is run once and its finding is part of
+    the reason: "with a small enough alpha, the cost should decrease on every iteration".
+    """
+    lrs = np.array(DEFAULT_LRS if lrs is None else lrs, dtype=np.float64)
+    if lrs.ndim != 1 or lrs.size == 0 or not np.all(np.isfinite(lrs)) or np.any(lrs < 0):
+        raise ValueError(f"Invalid lrs: {lrs.tolist()} (expected finite rates >= 0)")
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) \
+            or iterations < 1:
+        raise ValueError(f"Invalid iterations: {iterations!r} (expected an integer >= 1)")
+    rules = {"diverge_factor": float(diverge_factor), "max_increase_share":
+             float(max_increase_share), "min_decrease": float(min_decrease),
+             "increase_rtol": float(increase_rtol)}
+    if not rules["diverge_factor"] > 1:
+        raise ValueError(f"Invalid diverge_factor: {diverge_factor} (expected > 1)")
+    problem = Problem(loss_grad, params, batches)
+    costs = np.full((lrs.size, iterations + 1), np.nan)
+    bar = Progress(lrs.size * iterations, "sweep", enabled=progress)
+    grad_check = None
+    try:
+        for row, lr in enumerate(lrs):
+            problem.restore()
+            _, step = problem.make_optimizer(optimizer, float(lr), optimizer_kwargs)
+            stream = problem.batch_stream()
+            costs[row, 0] = start = problem.cost(stream)
+            for k in range(1, iterations + 1):
+                step()
+                costs[row, k] = cost = problem.cost(stream)
+                if diverged(cost, start, rules["diverge_factor"]):
+                    costs[row, k + 1:] = np.nan
+                    bar.advance(iterations - k + 1, f"lr={lr:g} diverged")
+                    break
+                bar.advance(1, f"lr={lr:g}")
+        verdicts = [classify(c, **rules) for c in costs]
+        smallest = int(np.argmin(lrs))
+        if verdicts[smallest] not in ("good", "slow"):
+            problem.restore()
+            batch = None
+            if batches is not None:
+                batch = next(problem.batch_stream())
+            grad_check = check_grad(loss_grad, problem.params, batch=batch)
+    finally:
+        problem.restore()
+        bar.close()
+    return SweepResult(lrs, costs, verdicts, rules, optimizer, optimizer_kwargs, grad_check)
+
+
+def classify(costs, *, diverge_factor=4.0, max_increase_share=0.1, min_decrease=0.01,
+             increase_rtol=1e-6):
+    """The verdict for one run's costs (NaN after a divergence stop); see :func:`sweep`."""
+    costs = np.asarray(costs, dtype=np.float64)
+    start = costs[0]
+    finite = costs[np.isfinite(costs)]
+    stopped = finite.size < costs.size
+    if stopped or any(diverged(c, start, diverge_factor) for c in finite) or finite[-1] > start:
+        return "diverged"
+    steps = np.diff(finite)
+    increases = steps > increase_rtol * np.abs(finite[:-1])
+    if steps.size and increases.mean() > max_increase_share:
+        return "oscillating"
+    if start - finite[-1] < min_decrease * abs(start):
+        return "slow"
+    return "good"
+
+
+class SweepResult:
+    """Costs of every run, their verdicts, the pick and why.
+
+    Attributes
+    ----------
+    lrs : ndarray, shape (n,)
+    costs : ndarray, shape (n, iterations + 1)
+        Row ``i`` is the run at ``lrs[i]``: the starting cost, then the cost after each
+        update; NaN after a run was stopped for divergence.
+    verdicts : list of str
+        "good", "slow", "oscillating" or "diverged" per rate (rules in :func:`sweep`).
+    best_lr : float or None
+        The pick; None when no run decreased the cost consistently.
+    reason : str
+        Why this rate (or why none).
+    grad_check : GradCheckResult or None
+        Set when the smallest rate failed to decrease the cost.
+    """
+
+    def __init__(self, lrs, costs, verdicts, rules, optimizer, options, grad_check):
+        self.lrs, self.costs, self.verdicts = lrs, costs, verdicts
+        self.rules, self.grad_check = rules, grad_check
+        self.optimizer = getattr(optimizer, "__name__", repr(optimizer))
+        self.options = dict(options)
+        self.iterations = costs.shape[1] - 1
+        self.best_index = self._pick()
+        self.best_lr = None if self.best_index is None else float(lrs[self.best_index])
+        self.reason = self._reason()
+
+    def _final(self, i):
+        finite = self.costs[i][np.isfinite(self.costs[i])]
+        return finite[-1]
+
+    def _pick(self):
+        for wanted in ("good", "slow"):
+            rows = [i for i, v in enumerate(self.verdicts) if v == wanted]
+            if rows:
+                return min(rows, key=lambda i: (self._final(i), -self.lrs[i]))
+        return None
+
+    def _reason(self):
+        count = {v: self.verdicts.count(v) for v in VERDICTS}
+        bad = [f"{self.lrs[i]:g}" for i, v in enumerate(self.verdicts)
+               if v in ("diverged", "oscillating")]
+        bad_text = f"; cost went up with lr {', '.join(bad)} (diverged or oscillating)" if bad else ""
+        if self.best_index is None:
+            text = ("no run decreased the cost consistently" + bad_text +
+                    ". With a small enough learning rate the cost should decrease on every "
+                    "iteration: try smaller rates; if it still does not, the gradient is "
+                    "probably wrong.")
+        else:
+            i = self.best_index
+            start, final = self.costs[i, 0], self._final(i)
+            kind = "decreased consistently" if self.verdicts[i] == "good" else \
+                "decreased consistently but slowly (every run is slow: try larger rates or more iterations)"
+            text = (f"lr={self.lrs[i]:g}: lowest cost after {self.iterations} updates "
+                    f"({start:.6g} -> {final:.6g}) among the {count['good'] or count['slow']} "
+                    f"runs that {kind}" + bad_text)
+            if self.lrs[i] == self.lrs.max() and len(self.lrs) > 1:
+                text += "; it is the largest rate tried: larger ones may be faster still"
+            elif self.lrs[i] == self.lrs.min() and len(self.lrs) > 1:
+                text += "; it is the smallest rate tried: smaller ones may be better"
+            text += "."
+        if self.grad_check is not None:
+            text += (f" Even the smallest rate ({self.lrs.min():g}) failed to decrease the "
+                     f"cost, so the gradient was checked: {self.grad_check.message}.")
+        return text
+
+    def table(self):
+        """The runs as a text table, the pick marked with ``*``."""
+        options = f" {self.options}" if self.options else ""
+        lines = [f"sweep: {self.optimizer}{options}, {self.iterations} updates per run",
+                 f"  {'lr':>10s} {'start':>12s} {'final':>12s} {'change':>8s} "
+                 f"{'increases':>10s}  verdict"]
+        for i, lr in enumerate(self.lrs):
+            row = self.costs[i]
+            finite = row[np.isfinite(row)]
+            stopped = finite.size < row.size
+            final = f"{finite[-1]:12.6g}" if not stopped else f"{'stopped':>12s}"
+            change = (f"{(finite[-1] - row[0]) / abs(row[0]) * 100:+7.1f}%"
+                      if not stopped and row[0] != 0 else f"{'-':>8s}")
+            ups = int(np.sum(np.diff(finite) > self.rules["increase_rtol"] * np.abs(finite[:-1])))
+            note = f" (at update {finite.size - 1})" if stopped else ""
+            mark = "*" if i == self.best_index else " "
+            lines.append(f"{mark} {lr:10.4g} {row[0]:12.6g} {final} {change} "
+                         f"{ups:>4d}/{finite.size - 1:<5d}  {self.verdicts[i]}{note}")
+        lines.append(f"pick: {self.reason}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"<SweepResult best_lr={self.best_lr} verdicts={self.verdicts}>"
+
+    def to_dict(self):
+        """Everything as JSON-serialisable data (NaN costs become None)."""
+        return {
+            "optimizer": self.optimizer,
+            "options": {k: v if isinstance(v, (int, float, str, bool, list, tuple, type(None)))
+                        else repr(v) for k, v in self.options.items()},
+            "iterations": self.iterations, "rules": dict(self.rules),
+            "lrs": self.lrs.tolist(),
+            "costs": [[None if not math.isfinite(c) else float(c) for c in row]
+                      for row in self.costs],
+            "verdicts": list(self.verdicts), "best_lr": self.best_lr, "reason": self.reason,
+            "grad_check": None if self.grad_check is None else self.grad_check.to_dict(),
+        }
+
+    def plot(self, path=None, *, ax=None):
+        """Cost against update number, one line per rate; the pick drawn thick, diverged
+        runs dashed and ended with an x. Log y-axis when the costs span more than 10x."""
+        plt = pyplot(headless=ax is None and path is not None)
+        if ax is None:
+            _, ax = plt.subplots(figsize=(7, 4.5))
+        colors = plt.get_cmap("viridis")(np.linspace(0, 0.95, len(self.lrs)))
+        for i, lr in enumerate(self.lrs):
+            row = self.costs[i]
+            k = np.flatnonzero(np.isfinite(row))
+            verdict = self.verdicts[i]
+            style = {"color": colors[i], "lw": 1.2,
+                     "label": f"lr={lr:g} ({verdict})"}
+            if i == self.best_index:
+                style.update(lw=3.0, label=f"lr={lr:g} (chosen)", zorder=5)
+            if verdict == "diverged":
+                style.update(ls="--")
+            ax.plot(k, row[k], **style)
+            if verdict == "diverged":
+                ax.plot(k[-1], row[k[-1]], "x", color=colors[i], ms=9, mew=2)
+        positive = self.costs[np.isfinite(self.costs)]
+        if positive.size and positive.min() > 0 and positive.max() / positive.min() > 10:
+            ax.set_yscale("log")
+        ax.set_xlabel("update")
+        ax.set_ylabel("cost")
+        best = "none" if self.best_lr is None else f"{self.best_lr:g}"
+        ax.set_title(f"{self.optimizer}: learning-rate sweep, pick lr={best}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small", ncol=2)
+        return finish(ax, path)
