@@ -3,15 +3,12 @@
 Usage: python bench/small_step.py [--size 1000] [--steps 20000]
 """
 import argparse
-import sys
-import os
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
 import fastopt  # noqa: E402
-from common import CONFIGS  # noqa: E402
+from fastopt.benchmark import CONFIGS  # noqa: E402
 
 
 def main():
@@ -22,7 +19,7 @@ def main():
     args = parser.parse_args()
     dtype = np.dtype(args.dtype)
     print(f"size={args.size} dtype={dtype} steps={args.steps}")
-    for name, (cls, options, _) in CONFIGS.items():
+    for name, (cls, options) in CONFIGS.items():
         results = {}
         for mode in ("flatparams", "explicit grad", "schedule + clip"):
             fp = fastopt.FlatParams([np.zeros(args.size, dtype)])

@@ -3,6 +3,7 @@
 ``python -m fastopt sweep --demo``: choose a learning rate for the bundled digits network
 with the grid sweep, write the cost curves to a PNG, then train with the chosen rate.
 ``python -m fastopt demo``: train the digits network with a given optimizer and rate.
+``python -m fastopt bench``: step times against a bandwidth ceiling, NumPy and torch.
 """
 import argparse
 import sys
@@ -30,7 +31,27 @@ def main(argv=None):
                         "('' for none)")
     choose.add_argument("--train-epochs", type=int, default=20,
                         help="then train this many epochs with the pick (0: skip)")
+    bench = commands.add_parser("bench", help="step time vs bandwidth ceiling, NumPy and torch")
+    bench.add_argument("--sizes", nargs="+", type=float, default=[1e3, 1e5, 1e7])
+    bench.add_argument("--optimizers", nargs="+", default=None,
+                       help="from: sgd sgd_momentum sgd_nesterov adagrad rmsprop "
+                            "rmsprop_centered adam adamw amsgrad (default: all)")
+    bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    bench.add_argument("--rounds", type=int, default=15)
+    bench.add_argument("--threads", type=int, default=None)
+    bench.add_argument("--no-numpy", action="store_true", help="skip the (slow) NumPy baseline")
+    bench.add_argument("--no-torch", action="store_true")
+    bench.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        from . import benchmark
+        unknown = set(args.optimizers or ()) - set(benchmark.CONFIGS)
+        if unknown:
+            parser.error(f"unknown optimizers {sorted(unknown)}")
+        benchmark.run(args.sizes, args.optimizers or tuple(benchmark.CONFIGS), args.dtype,
+                      args.rounds, args.threads, not args.no_numpy, not args.no_torch,
+                      args.json)
+        return 0
     if args.command == "sweep":
         return _sweep_demo(args)
     if args.command == "demo":

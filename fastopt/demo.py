@@ -126,5 +126,5 @@ def train(optimizer="adam", *, lr=None, epochs=30, batch_size=64, hidden=64, dty
     if verbose:
         print_fn(f"final: train accuracy {result['train_accuracy']:.3f}, test accuracy "
                  f"{result['test_accuracy']:.3f}, {result['steps']} steps in "
-                 f"{result['seconds']:.1f} s")
+                 f"{result['seconds']:.2f} s")
     return result

@@ -1,0 +1,239 @@
+"""``python -m fastopt bench``: step time against a bandwidth ceiling, NumPy and torch, side by
+side in one process.
+
+Every implementation runs one step per round, in a shuffled order, so the ratios are not
+disturbed by the memory bandwidth drifting between processes. "stream" is a kernel with
+exactly the update's memory traffic and trivial arithmetic: the ceiling.
+"""
+import json
+import os
+import platform
+import random
+import time
+
+import numpy as np
+from numba import prange
+
+from . import optim
+from ._jit import kernel
+from ._threading import get_num_threads, set_num_threads
+
+# name -> (optimizer class name, options); the first word is the algorithm
+CONFIGS = {
+    "sgd": ("SGD", {"lr": 1e-3}),
+    "sgd_momentum": ("SGD", {"lr": 1e-3, "momentum": 0.9}),
+    "sgd_nesterov": ("SGD", {"lr": 1e-3, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}),
+    "adagrad": ("Adagrad", {"lr": 1e-2}),
+    "rmsprop": ("RMSprop", {"lr": 1e-2}),
+    "rmsprop_centered": ("RMSprop", {"lr": 1e-2, "centered": True}),
+    "adam": ("Adam", {"lr": 1e-3}),
+    "adamw": ("AdamW", {"lr": 1e-3}),
+    "amsgrad": ("Adam", {"lr": 1e-3, "amsgrad": True}),
+}
+# floats per element a step reads and writes
+TRAFFIC = {"sgd": (2, 1), "sgd_momentum": (3, 2), "sgd_nesterov": (3, 2), "adagrad": (3, 2),
+           "rmsprop": (3, 2), "rmsprop_centered": (4, 3), "adam": (4, 3), "adamw": (4, 3),
+           "amsgrad": (5, 4)}
+TORCH_FUSED = {"SGD", "Adagrad", "Adam", "AdamW"}
+
+
+@kernel(parallel=True)
+def _stream_w1(g, a):
+    for i in prange(a.size):
+        a[i] = a[i] + g[i]
+
+
+@kernel(parallel=True)
+def _stream_w2(g, a, b):
+    for i in prange(a.size):
+        s = g[i]
+        a[i] = a[i] + s
+        b[i] = b[i] + s
+
+
+@kernel(parallel=True)
+def _stream_w3(g, a, b, c):
+    for i in prange(a.size):
+        s = g[i]
+        a[i] = a[i] + s
+        b[i] = b[i] + s
+        c[i] = c[i] + s
+
+
+@kernel(parallel=True)
+def _stream_w4(g, a, b, c, d):
+    for i in prange(a.size):
+        s = g[i]
+        a[i] = a[i] + s
+        b[i] = b[i] + s
+        c[i] = c[i] + s
+        d[i] = d[i] + s
+
+
+_STREAMS = {1: _stream_w1, 2: _stream_w2, 3: _stream_w3, 4: _stream_w4}
+
+
+def stream_step(name, grad):
+    """A callable running the traffic-matched kernel for ``name``: it reads the gradient
+    and read-modify-writes as many arrays as the update writes."""
+    _, writes = TRAFFIC[name]
+    arrays = [np.zeros_like(grad) for _ in range(writes)]
+    step = _STREAMS[writes]
+    return lambda: step(grad, *arrays)
+
+
+def bytes_per_step(name, size, dtype):
+    reads, writes = TRAFFIC[name]
+    return (reads + writes) * size * np.dtype(dtype).itemsize
+
+
+def numpy_step(name, options, p, g, state, t):
+    """A straightforward NumPy implementation (temporaries and all), as users write it."""
+    lr = options["lr"]
+    if name.startswith("sgd"):
+        wd, mu = options.get("weight_decay", 0), options.get("momentum", 0)
+        if wd:
+            g = g + wd * p
+        if mu:
+            buf = state.setdefault("buf", g.copy())
+            if t > 1:
+                buf *= mu
+                buf += g
+            g = g + mu * buf if options.get("nesterov") else buf
+        p -= lr * g
+    elif name == "adagrad":
+        s = state.setdefault("sum", np.zeros_like(p))
+        s += g * g
+        p -= lr * g / (np.sqrt(s) + 1e-10)
+    elif name.startswith("rmsprop"):
+        v = state.setdefault("v", np.zeros_like(p))
+        v[:] = 0.99 * v + 0.01 * g * g
+        if options.get("centered"):
+            ga = state.setdefault("ga", np.zeros_like(p))
+            ga[:] = 0.99 * ga + 0.01 * g
+            p -= lr * g / (np.sqrt(v - ga * ga) + 1e-8)
+        else:
+            p -= lr * g / (np.sqrt(v) + 1e-8)
+    else:
+        m = state.setdefault("m", np.zeros_like(p))
+        v = state.setdefault("v", np.zeros_like(p))
+        if name == "adamw":
+            p *= 1 - lr * 1e-2
+        m[:] = 0.9 * m + 0.1 * g
+        v[:] = 0.999 * v + 0.001 * g * g
+        if options.get("amsgrad"):
+            vmax = state.setdefault("vmax", np.zeros_like(p))
+            np.maximum(vmax, v, out=vmax)
+            v = vmax
+        p -= lr / (1 - 0.9 ** t) * m / (np.sqrt(v) / np.sqrt(1 - 0.999 ** t) + 1e-8)
+
+
+def numpy_stepper(name, p, g):
+    _, options = CONFIGS[name]
+    state, counter = {}, [0]
+
+    def step():
+        counter[0] += 1
+        numpy_step(name, options, p, g, state, counter[0])
+    return step
+
+
+def fastopt_stepper(name, p, g):
+    cls, options = CONFIGS[name]
+    opt = getattr(optim, cls)(p, **options)
+    return lambda: opt.step(g)
+
+
+def torch_stepper(torch, name, p, g, mode):
+    """``torch.optim`` on one flat tensor with ``fused=True`` or ``foreach=True``; None
+    when torch has no such implementation."""
+    cls, options = CONFIGS[name]
+    if mode == "fused" and cls not in TORCH_FUSED:
+        return None
+    tp = torch.nn.Parameter(torch.from_numpy(p.copy()))
+    tp.grad = torch.from_numpy(g.copy())
+    opt = getattr(torch.optim, cls)([tp], **options, **{mode: True})
+    return opt.step
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def measure(name, size, dtype, rounds, *, numpy=True, torch=None, seed=0):
+    """Median step time of each implementation, alternated round by round."""
+    rng = np.random.default_rng(seed)
+    p = rng.standard_normal(size).astype(dtype)
+    g = (rng.standard_normal(size) * 1e-3).astype(dtype)
+    impls = {"fastopt": fastopt_stepper(name, p.copy(), g), "stream": stream_step(name, g)}
+    if numpy:
+        impls["numpy"] = numpy_stepper(name, p.copy(), g)
+    if torch is not None:
+        for mode in ("fused", "foreach"):
+            step = torch_stepper(torch, name, p, g, mode)
+            if step is not None:
+                impls[f"torch_{mode}"] = step
+    for step in impls.values():
+        step()
+        step()
+    times = {key: [] for key in impls}
+    order = list(impls)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for key in order:
+            start = time.perf_counter()
+            impls[key]()
+            times[key].append(time.perf_counter() - start)
+    median = {key: float(np.median(values)) for key, values in times.items()}
+    nbytes = bytes_per_step(name, size, dtype)
+    row = {"optimizer": name, "size": size, "dtype": np.dtype(dtype).name,
+           "rounds": rounds, "bytes_per_step": nbytes, "median_s": median,
+           "gbps": nbytes / median["fastopt"] / 1e9,
+           "fraction_of_stream": median["stream"] / median["fastopt"]}
+    for key in median:
+        if key not in ("fastopt", "stream"):
+            row[f"speedup_vs_{key}"] = median[key] / median["fastopt"]
+    return row
+
+
+def header(torch):
+    import numba
+    return {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "threads": get_num_threads(), "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba.__version__,
+            "torch": None if torch is None else torch.__version__,
+            "fastopt": __import__("fastopt").__version__}
+
+
+def run(sizes=(1e3, 1e5, 1e7), optimizers=tuple(CONFIGS), dtype="float32", rounds=15,
+        threads=None, numpy=True, use_torch=True, json_path=None, print_fn=print):
+    torch = import_torch() if use_torch else None
+    if threads:
+        set_num_threads(threads)
+        if torch is not None:
+            torch.set_num_threads(threads)
+    info = header(torch)
+    print_fn("fastopt bench: " + " ".join(f"{k}={v}" for k, v in info.items()))
+    print_fn("(medians of steps alternated with the other implementations in this process; "
+             "xN = their time / fastopt's)")
+    print_fn(f"{'optimizer':17s} {'size':>9s} {'fastopt ms':>11s} {'GB/s':>6s} "
+             f"{'of stream':>9s} {'x numpy':>8s} {'x torch fused':>13s} {'x torch foreach':>15s}")
+    rows = []
+    for size in (int(s) for s in sizes):
+        for name in optimizers:
+            n = rounds * (20 if size <= 1e5 else 1 if size <= 1e7 else 1 / 3)
+            row = measure(name, size, np.dtype(dtype), max(5, int(n)), numpy=numpy, torch=torch)
+            rows.append(row)
+            cell = lambda k: f"{row[k]:.2f}" if k in row else "-"  # noqa: E731
+            print_fn(f"{name:17s} {size:9d} {row['median_s']['fastopt'] * 1e3:11.4f} "
+                     f"{row['gbps']:6.1f} {row['fraction_of_stream'] * 100:8.0f}% "
+                     f"{cell('speedup_vs_numpy'):>8s} {cell('speedup_vs_torch_fused'):>13s} "
+                     f"{cell('speedup_vs_torch_foreach'):>15s}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"header": info, "rows": rows}, f, indent=1)
+    return {"header": info, "rows": rows}
