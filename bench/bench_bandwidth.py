@@ -4,11 +4,11 @@ import numpy as np
 
 from fastopt import benchmark
 
-from .common import sizes
+from .common import grid, sizes
 
 
 class AdamBandwidth:
-    params = (sizes(1e7, 5e7), ["float32", "float64"])
+    params = (sizes(1e7, 5e7), grid(["float32", "float64"], ["float32"]))
     param_names = ["size", "dtype"]
     timeout = 600
 

@@ -9,10 +9,12 @@ import numpy as np
 import fastopt
 from fastopt import benchmark
 
-from .common import CONFIGS, data, import_torch, sizes
+from .common import CONFIGS, data, grid, import_torch, sizes
 
 NAMES = list(CONFIGS)
 DTYPES = ["float32", "float64"]
+TORCH_NAMES = grid(NAMES, ["sgd_momentum", "rmsprop", "adam"])
+TORCH_DTYPES = grid(DTYPES, ["float32"])
 
 
 class StepFastopt:
@@ -43,7 +45,7 @@ class StepNumpy:
 
 
 class StepTorch:
-    params = (NAMES, sizes(1e3, 1e5, 1e7), DTYPES, ["fused", "foreach"])
+    params = (TORCH_NAMES, sizes(1e3, 1e5, 1e7), TORCH_DTYPES, ["fused", "foreach"])
     param_names = ["optimizer", "size", "dtype", "mode"]
 
     def setup(self, name, size, dtype, mode):
@@ -63,7 +65,8 @@ class StepTorch:
 
 class StepOptions:
     """Adam with global-norm clipping, the non-finite skip, and parameter groups."""
-    params = (["plain", "clip", "skip_nonfinite", "clip+skip", "groups3"], sizes(1e5, 1e7))
+    params = (grid(["plain", "clip", "skip_nonfinite", "clip+skip", "groups3"],
+                   ["clip+skip", "groups3"]), sizes(1e5, 1e7))
     param_names = ["variant", "size"]
 
     def setup(self, variant, size):

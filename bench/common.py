@@ -1,7 +1,8 @@
-"""Shared by the asv benchmarks and the scripts in bench/.
+"""Shared by the asv benchmarks.
 
-Set ``FASTOPT_BENCH_SMOKE=1`` to shrink every size to at most 1e4 elements: CI uses it to
-check that every benchmark runs, not to time anything.
+Set ``FASTOPT_BENCH_SMOKE=1`` for a run-once check of every benchmark (CI): sizes shrink to
+1,000 elements and the parameter grids to a few representative values, because asv runs
+each parameter combination in its own process (and importing torch alone takes seconds).
 """
 import os
 
@@ -13,9 +14,12 @@ SMOKE = bool(os.environ.get("FASTOPT_BENCH_SMOKE"))
 
 
 def sizes(*values):
-    if SMOKE:
-        return sorted({min(int(v), 10_000) for v in values})
-    return [int(v) for v in values]
+    return [1000] if SMOKE else [int(v) for v in values]
+
+
+def grid(values, smoke):
+    """``values``, or the ``smoke`` subset in a smoke run."""
+    return list(smoke) if SMOKE else list(values)
 
 
 def data(size, dtype, seed=0):
