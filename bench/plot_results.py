@@ -9,11 +9,6 @@ the same process.
 import argparse
 import json
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 STYLE = {"fastopt": ("C0", "o", "fastopt"), "stream": ("k", "", "bandwidth ceiling (stream)"),
          "numpy": ("C1", "s", "NumPy (naive)"), "torch_fused": ("C3", "^", "torch fused"),
          "torch_foreach": ("C2", "v", "torch foreach")}
@@ -25,6 +20,9 @@ def main():
     parser.add_argument("--optimizer", default="adam")
     parser.add_argument("--out", default="docs/performance.png")
     args = parser.parse_args()
+    import matplotlib             # imported here: asv imports every module in bench/
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     with open(args.results) as f:
         data = json.load(f)
     rows = sorted((r for r in data["rows"] if r["optimizer"] == args.optimizer),

@@ -324,14 +324,6 @@ def test_plot_schedule_writes_an_image(tmp_path):
     assert len(ax.lines[0].get_xdata()) == 1200
 
 
-def test_plot_without_matplotlib_names_the_extra(monkeypatch):
-    import builtins
-    real_import = builtins.__import__
-
-    def fake_import(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError("no matplotlib")
-        return real_import(name, *args, **kwargs)
-    monkeypatch.setattr(builtins, "__import__", fake_import)
+def test_plot_without_matplotlib_names_the_extra(no_matplotlib):
     with pytest.raises(ImportError, match=r'pip install "fastopt\[plot\]"'):
         fastopt.plot_schedule(S.constant(0.1), 10)

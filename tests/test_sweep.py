@@ -177,17 +177,10 @@ def test_result_table_dict_and_plot(tmp_path):
     assert content[:8] == b"\x89PNG\r\n\x1a\n" and len(content) > 10_000
 
 
-def test_plot_without_matplotlib_names_the_extra(monkeypatch):
-    import builtins
-    real_import = builtins.__import__
-
-    def fake_import(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError("no matplotlib")
-        return real_import(name, *args, **kwargs)
+def test_plot_without_matplotlib_names_the_extra(request):
     x0, loss_grad = quadratic(3, 1.0, np.float64)
     result = fastopt.sweep(loss_grad, x0, lrs=[0.1], iterations=3)
-    monkeypatch.setattr(builtins, "__import__", fake_import)
+    request.getfixturevalue("no_matplotlib")
     with pytest.raises(ImportError, match=r'pip install "fastopt\[plot\]"'):
         result.plot()
 
