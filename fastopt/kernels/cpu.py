@@ -18,7 +18,7 @@ import numpy as np
 from numba import prange
 
 from .._config import REDUCTION_BLOCK
-from .._jit import kernel, serial_and_parallel
+from .._jit import kernel, reduction, serial_and_parallel
 from . import _math
 
 sgd_element = _math.sgd
@@ -117,22 +117,14 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_d
 adam_serial, adam_parallel = serial_and_parallel(_adam)
 
 
-@kernel
+@reduction
 def _block_sumsq(block):
-    """Sum of squares in float64 with eight independent accumulators (a fixed order)."""
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    n8 = block.size // 8 * 8
-    for i in range(0, n8, 8):
-        x0 = np.float64(block[i]); x1 = np.float64(block[i + 1])
-        x2 = np.float64(block[i + 2]); x3 = np.float64(block[i + 3])
-        x4 = np.float64(block[i + 4]); x5 = np.float64(block[i + 5])
-        x6 = np.float64(block[i + 6]); x7 = np.float64(block[i + 7])
-        s0 += x0 * x0; s1 += x1 * x1; s2 += x2 * x2; s3 += x3 * x3
-        s4 += x4 * x4; s5 += x5 * x5; s6 += x6 * x6; s7 += x7 * x7
-    for i in range(n8, block.size):
+    """Sum of squares of one block, accumulated in float64 (vectorised: see _jit.reduction)."""
+    total = 0.0
+    for i in range(block.size):
         x = np.float64(block[i])
-        s0 += x * x
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+        total += x * x
+    return total
 
 
 def _grad_sumsq(grad, partials):
