@@ -310,3 +310,32 @@ def test_digits_problem_batches():
     assert len(batches) == 31 and all(len(b) == 64 for b in batches[:21])
     cost = loss_grad(fp, fp.grad, batches[0])
     assert 2.0 < cost < 3.0 and fp.grad.any()
+
+
+class _Terminal:
+    def __init__(self, tty):
+        self.text, self.tty = [], tty
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, text):
+        self.text.append(text)
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("tty, enabled, shown", [(True, None, True), (False, None, False),
+                                                 (True, False, False), (False, True, True)])
+def test_progress_bar_only_on_a_terminal_unless_asked(tty, enabled, shown):
+    from fastopt._progress import Progress
+    stream = _Terminal(tty)
+    bar = Progress(10, "sweep", enabled=enabled, delay=0.0, stream=stream)
+    for _ in range(10):
+        bar.advance(1, "lr=0.1")
+    bar.close()
+    text = "".join(stream.text)
+    assert bool(text) == shown
+    if shown:
+        assert "sweep [" in text and "10/10" in text and text.endswith("\n")
