@@ -179,6 +179,21 @@ def test_huge_finite_float64_gradient_is_not_skipped():
 
 
 @pytest.mark.torch
+def test_nan_gradient_with_clipping_spreads_like_torch_clip_grad_norm(rng, torch):
+    p0 = rng.standard_normal(9).astype(np.float32)
+    g = rng.standard_normal(9).astype(np.float32)
+    g[2] = np.nan
+    p = p0.copy()
+    fastopt.SGD(p, lr=0.1, max_grad_norm=1.0).step(g)
+    tp = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+    tp.grad = torch.from_numpy(g.copy())
+    torch.nn.utils.clip_grad_norm_([tp], 1.0)
+    torch.optim.SGD([tp], lr=0.1).step()
+    np.testing.assert_array_equal(np.isnan(p), np.isnan(tp.detach().numpy()))
+    assert np.isnan(p).all()
+
+
+@pytest.mark.torch
 def test_nonfinite_gradient_propagates_by_default_like_torch(rng, torch):
     p0 = rng.standard_normal(9).astype(np.float32)
     g = rng.standard_normal(9).astype(np.float32)

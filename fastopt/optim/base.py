@@ -97,10 +97,16 @@ class Optimizer:
             because the gradient had a NaN or infinite value (params and state are
             then untouched, and ``skipped_steps`` grows by one).
         """
+        return self._step(grad, None)
+
+    def _step(self, grad, norm_info):
+        """``step`` with the gradient's squared norm and non-finiteness given from outside
+        (``(sumsq, any_nonfinite)``, for an optimizer that sees one shard of a gradient)
+        or computed here (None)."""
         flat_grad = self._flat_grad(grad)
         t = self.state["step"]
         hyper = [self._group_hyperparameters(group, t) for group in self.param_groups]
-        grad_scale = self._grad_scale(flat_grad)
+        grad_scale = self._grad_scale(flat_grad, norm_info)
         if grad_scale is None:
             self.skipped_steps += 1
             self.last_step_skipped = True
@@ -136,18 +142,30 @@ class Optimizer:
             lr = lr * check_nonnegative("lr_scale value", scale)
         return lr, check_nonnegative("weight_decay value", weight_decay)
 
-    def _grad_scale(self, grad):
-        scale = -1.0 if self.maximize else 1.0
-        if self.max_grad_norm is None and not self.skip_nonfinite:
-            return scale
+    def needs_grad_norm(self):
+        """Whether a step needs the gradient's norm or finiteness (clipping or skipping)."""
+        return self.max_grad_norm is not None or self.skip_nonfinite
+
+    def grad_norm_info(self, grad):
+        """``(sum of squares, any non-finite value)`` of a flat gradient."""
         sumsq = self._reduce(grad, self._partials)
-        if not math.isfinite(sumsq):
-            if self.skip_nonfinite and (math.isnan(sumsq) or cpu.count_nonfinite(grad)):
-                return None
+        nonfinite = not math.isfinite(sumsq) and (math.isnan(sumsq) or
+                                                  bool(cpu.count_nonfinite(grad)))
+        return sumsq, nonfinite
+
+    def _grad_scale(self, grad, norm_info=None):
+        scale = -1.0 if self.maximize else 1.0
+        if not self.needs_grad_norm():
+            return scale
+        sumsq, nonfinite = self.grad_norm_info(grad) if norm_info is None else norm_info
+        if nonfinite and self.skip_nonfinite:
+            return None
         if self.max_grad_norm is not None:
             norm = math.sqrt(sumsq)
             self.last_grad_norm = norm
-            scale *= min(1.0, self.max_grad_norm / (norm + 1e-6))
+            coefficient = self.max_grad_norm / (norm + 1e-6)
+            # a NaN norm gives a NaN factor, as torch's clip_grad_norm_ does
+            scale *= coefficient if not coefficient >= 1.0 else 1.0
         return scale
 
     def zero_grad(self):
