@@ -99,14 +99,16 @@ class Optimizer:
         """
         return self._step(grad, None)
 
-    def _step(self, grad, norm_info):
-        """``step`` with the gradient's squared norm and non-finiteness given from outside
-        (``(sumsq, any_nonfinite)``, for an optimizer that sees one shard of a gradient)
-        or computed here (None)."""
+    def _step(self, grad, norm_info, grad_factor=1.0):
+        """``step`` for a gradient that still has to be multiplied by ``grad_factor`` (a
+        sum over ranks times 1/K), with its squared norm and non-finiteness given from
+        outside (``(sumsq, any_nonfinite)`` of the unscaled gradient, for an optimizer that
+        sees one shard of it) or computed here (None). The factor is folded into the
+        kernel's gradient scale: no extra pass over the gradient."""
         flat_grad = self._flat_grad(grad)
         t = self.state["step"]
         hyper = [self._group_hyperparameters(group, t) for group in self.param_groups]
-        grad_scale = self._grad_scale(flat_grad, norm_info)
+        grad_scale = self._grad_scale(flat_grad, norm_info, grad_factor)
         if grad_scale is None:
             self.skipped_steps += 1
             self.last_step_skipped = True
@@ -153,15 +155,15 @@ class Optimizer:
                                                   bool(cpu.count_nonfinite(grad)))
         return sumsq, nonfinite
 
-    def _grad_scale(self, grad, norm_info=None):
-        scale = -1.0 if self.maximize else 1.0
+    def _grad_scale(self, grad, norm_info=None, factor=1.0):
+        scale = -factor if self.maximize else factor
         if not self.needs_grad_norm():
             return scale
         sumsq, nonfinite = self.grad_norm_info(grad) if norm_info is None else norm_info
         if nonfinite and self.skip_nonfinite:
             return None
         if self.max_grad_norm is not None:
-            norm = math.sqrt(sumsq)
+            norm = math.sqrt(sumsq) * factor
             self.last_grad_norm = norm
             coefficient = self.max_grad_norm / (norm + 1e-6)
             # a NaN norm gives a NaN factor, as torch's clip_grad_norm_ does
@@ -237,6 +239,23 @@ class Optimizer:
             np.copyto(self.state[name], value, casting="same_kind")
         self.state["step"] = int(step)
         self.skipped_steps = int(skipped)
+
+    def _shard(self, start, stop):
+        """The same optimizer over ``param[start:stop]`` only (with its share of the state
+        and of the parameter groups), updating that view of this optimizer's parameters."""
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__getstate__())
+        twin._params = twin.param = self.param[start:stop]
+        groups = []
+        for group in self.param_groups:
+            lo, hi = max(group["start"], start), min(group["stop"], stop)
+            if lo < hi:
+                groups.append(dict(group, start=lo - start, stop=hi - start))
+        twin.param_groups = groups
+        twin.state = {name: value if name == "step" else value[start:stop].copy()
+                      for name, value in self.state.items()}
+        twin._build()
+        return twin
 
     # -- copies ------------------------------------------------------------------------
     def __getstate__(self):

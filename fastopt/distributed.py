@@ -1,0 +1,181 @@
+"""Data-parallel training over MPI (mpi4py): one collective per step on the flat gradient.
+
+Needs the ``mpi`` extra (``pip install "fastopt[mpi]"``: mpi4py and Open MPI). Launch with
+``mpiexec -n K python -m mpi4py your_script.py``: with ``-m mpi4py`` an exception on any
+rank aborts the whole job instead of leaving the others waiting in a collective.
+"""
+import numpy as np
+
+from .buffers import FlatParams
+from .optim.base import Optimizer
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ImportError('fastopt.distributed needs mpi4py: pip install "fastopt[mpi]"') from None
+    return MPI
+
+
+def shard_bounds(size, ranks):
+    """Contiguous, balanced ``[start, stop)`` slices of ``size`` elements, one per rank."""
+    base, extra = divmod(size, ranks)
+    counts = [base + (r < extra) for r in range(ranks)]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
+    return counts, starts
+
+
+class DataParallel:
+    r"""Average the gradient across MPI ranks, then apply the fused update on every rank.
+
+    Parameters
+    ----------
+    optimizer : fastopt.Optimizer
+        Built on this rank's parameters (every rank builds the same optimizer).
+        Parameters are broadcast from rank 0 here, so all ranks start identical.
+    comm : mpi4py communicator, optional
+        Default ``MPI.COMM_WORLD``.
+    zero : bool, default False
+        ZeRO stage 1: each rank keeps optimizer state only for its contiguous 1/K of the
+        flat buffer. A step reduce-scatters the gradient (each rank receives the sum for
+        its slice), updates its slice, and all-gathers the parameters. The wrapped
+        optimizer's full-size state is dropped: state memory per rank falls by K.
+
+    Notes
+    -----
+    Replicated mode sends one in-place ``Allreduce`` of the flat gradient per step
+    (:math:`2(K-1)/K` of the buffer per rank with a ring algorithm); ZeRO-1 sends a
+    ``Reduce_scatter`` plus an ``Allgatherv`` of the parameters, the same volume. The
+    gradient is averaged (summed, divided by K), so each rank should compute the mean
+    gradient over its part of a global batch split evenly. Clipping uses the global norm
+    and a NaN or inf on any rank skips the step on all of them (``skip_nonfinite``).
+    Scale the learning rate with the global batch (:func:`fastopt.scale_lr`).
+    """
+
+    def __init__(self, optimizer, comm=None, *, zero=False):
+        MPI = _mpi()
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"DataParallel wraps a fastopt optimizer, got {type(optimizer).__name__}")
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self._mpi = MPI
+        param = optimizer.param
+        layouts = self.comm.allgather((param.size, param.dtype.str, type(optimizer).__name__))
+        if len(set(layouts)) != 1:
+            described = ", ".join(f"rank {r}: {n} x {d} {a}" for r, (n, d, a) in enumerate(layouts))
+            raise ValueError("DataParallel needs the same optimizer and parameter buffer on every "
+                             f"rank, but got {described}")
+        self.comm.Bcast(param, root=0)
+        self.param = param
+        self.zero = bool(zero)
+        self.full_size = param.size
+        self._full_groups = [[g["start"], g["stop"]] for g in optimizer.param_groups]
+        self._grad_buffer = optimizer._params.grad if isinstance(optimizer._params, FlatParams) \
+            else None
+        if self.zero:
+            counts, starts = shard_bounds(param.size, self.size)
+            self._counts, self._starts = counts, starts
+            start, stop = starts[self.rank], starts[self.rank] + counts[self.rank]
+            if stop == start:
+                raise ValueError(f"ZeRO-1 needs at least one element per rank: {param.size} "
+                                 f"parameters on {self.size} ranks")
+            self.optimizer = optimizer._shard(start, stop)
+            self._slice = slice(start, stop)
+            self._shard_grad = np.empty(stop - start, param.dtype)
+            from mpi4py.util.dtlib import from_numpy_dtype
+            self._mpi_type = from_numpy_dtype(param.dtype)
+        else:
+            self.optimizer = optimizer
+
+    # -- the step --------------------------------------------------------------------
+    def step(self, grad=None):
+        """Sum the gradient over all ranks (in place; the 1/K of the average is applied
+        inside the update kernel), then update. Returns what the optimizer's ``step``
+        returns (False when a non-finite gradient was skipped)."""
+        flat = self._local_grad(grad)
+        average = 1.0 / self.size      # folded into the update kernel's gradient scale
+        if not self.zero:
+            if self.size > 1:
+                self.comm.Allreduce(self._mpi.IN_PLACE, flat, op=self._mpi.SUM)
+            return self.optimizer._step(grad, None, average)
+        shard = self._shard_grad
+        self.comm.Reduce_scatter(flat, shard, recvcounts=self._counts, op=self._mpi.SUM)
+        info = None
+        if self.optimizer.needs_grad_norm():
+            sumsq, nonfinite = self.optimizer.grad_norm_info(shard)
+            sumsq = self.comm.allreduce(sumsq, op=self._mpi.SUM)
+            nonfinite = self.comm.allreduce(bool(nonfinite), op=self._mpi.LOR)
+            info = (sumsq, nonfinite)
+        applied = self.optimizer._step(shard, info, average)
+        if applied:
+            self.comm.Allgatherv(self._mpi.IN_PLACE,
+                                 [self.param, self._counts, self._starts, self._mpi_type])
+        return applied
+
+    def _local_grad(self, grad):
+        if grad is None:
+            if self._grad_buffer is None:
+                raise ValueError("step() needs grad= when the optimizer was built on a plain array")
+            return self._grad_buffer
+        if not isinstance(grad, np.ndarray) or grad.size != self.full_size \
+                or grad.dtype != self.param.dtype or not grad.flags.c_contiguous \
+                or not grad.flags.writeable:
+            raise ValueError(f"rank {self.rank}: grad must be a writeable C-contiguous "
+                             f"{self.param.dtype} array of {self.full_size} elements")
+        return grad.reshape(-1)
+
+    @property
+    def step_count(self):
+        return self.optimizer.step_count
+
+    def zero_grad(self):
+        self.optimizer.zero_grad() if not self.zero else self._grad_buffer.fill(0)
+
+    def state_bytes(self):
+        """Bytes of optimizer state held by this rank."""
+        return sum(v.nbytes for k, v in self.optimizer.state.items() if k != "step")
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_dict(self):
+        """The full state, the same on every rank and for any number of ranks: loadable by
+        a single-process optimizer or a DataParallel on another number of ranks. In ZeRO
+        mode every rank gathers the shards (a collective: call it on all ranks)."""
+        local = self.optimizer.state_dict()
+        if not self.zero:
+            return local
+        full = dict(local, size=self.full_size,
+                    group_bounds=np.array(self._full_groups, np.int64))
+        for name in self.optimizer.state:
+            if name == "step":
+                continue
+            gathered = np.empty(self.full_size, self.param.dtype)
+            self.comm.Allgatherv(local[name], [gathered, self._counts, self._starts,
+                                               self._mpi_type])
+            full[name] = gathered
+        return full
+
+    def load_state_dict(self, state_dict):
+        """Load a full state (from :meth:`state_dict` or a single-process optimizer)."""
+        if not self.zero:
+            return self.optimizer.load_state_dict(state_dict)
+        sd = dict(state_dict)
+        size = int(np.asarray(sd.get("size", -1)))
+        if size != self.full_size:
+            raise ValueError(f"state_dict is for {size} parameters, but this optimizer has "
+                             f"{self.full_size}")
+        bounds = np.asarray(sd.get("group_bounds", [])).tolist()
+        if bounds != self._full_groups:
+            raise ValueError(f"state_dict has parameter groups {bounds}, but this optimizer "
+                             f"has {self._full_groups}")
+        s = self._slice
+        shard = dict(sd, size=s.stop - s.start, group_bounds=np.array(
+            [[g["start"], g["stop"]] for g in self.optimizer.param_groups], np.int64))
+        for name in self.optimizer.state:
+            if name != "step" and name in sd:
+                value = np.asarray(sd[name])
+                if value.shape != (self.full_size,):
+                    raise ValueError(f"state_dict[{name!r}] expects shape ({self.full_size},) "
+                                     f"but got {value.shape}")
+                shard[name] = value[s]
+        self.optimizer.load_state_dict(shard)
