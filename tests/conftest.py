@@ -24,13 +24,20 @@ def rng():
 
 
 @pytest.fixture
-def no_matplotlib(monkeypatch):
-    """Make ``import matplotlib`` fail, as on a machine without the plot extra."""
+def hide_module(monkeypatch):
+    """``hide_module("mpi4py")`` makes importing it fail, as without the optional extra."""
     import builtins
     real_import = builtins.__import__
+    hidden = []
 
     def fake_import(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError("no matplotlib")
+        if any(name == h or name.startswith(h + ".") for h in hidden):
+            raise ImportError(f"no {name}")
         return real_import(name, *args, **kwargs)
     monkeypatch.setattr(builtins, "__import__", fake_import)
+    return hidden.append
+
+
+@pytest.fixture
+def no_matplotlib(hide_module):
+    hide_module("matplotlib")

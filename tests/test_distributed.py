@@ -130,15 +130,8 @@ def test_ddp_example_matches_the_single_process_run(mpiexec):
     assert "ZeRO-1" in outputs[2]
 
 
-def test_missing_mpi4py_names_the_extra(monkeypatch):
-    import builtins
-    real_import = builtins.__import__
-
-    def fake_import(name, *args, **kwargs):
-        if name.startswith("mpi4py"):
-            raise ImportError("no mpi4py")
-        return real_import(name, *args, **kwargs)
-    monkeypatch.setattr(builtins, "__import__", fake_import)
+def test_missing_mpi4py_names_the_extra(hide_module):
+    hide_module("mpi4py")
     import fastopt
     from fastopt.distributed import DataParallel
     with pytest.raises(ImportError, match=r'pip install "fastopt\[mpi\]"'):
