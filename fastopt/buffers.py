@@ -1,4 +1,6 @@
 """FlatParams: many arrays packed into one contiguous parameter buffer and one gradient buffer."""
+import numbers
+
 import numpy as np
 
 from ._validation import FLOAT_DTYPES, check_float_dtype
@@ -116,8 +118,11 @@ class FlatParams:
         """The contiguous slice covering ``names`` (a group name or a list of array names)."""
         if isinstance(names, str) and names in self._segments:
             return self._segments[names]
-        if isinstance(names, (str, int)):
+        if isinstance(names, (str, numbers.Integral)):
             names = [names]
+        names = list(names)
+        if not names:
+            raise ValueError("a parameter group needs at least one array name")
         missing = [n for n in names if n not in self._slices]
         if missing:
             raise KeyError(f"unknown array names {missing}; known: {list(self._names)} and "
@@ -156,7 +161,7 @@ class FlatParams:
 def _common_dtype(names, values, dtype):
     for name, value in zip(names, values):
         kind = value.dtype.kind
-        if kind not in "fiub" or (kind == "f" and value.dtype.itemsize < 4):
+        if kind not in "fiub" or (dtype is None and kind == "f" and value.dtype.itemsize < 4):
             raise TypeError(f"array {name!r} has dtype {value.dtype}: FlatParams holds "
                             "float32 or float64 parameters")
     if dtype is not None:

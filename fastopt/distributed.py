@@ -6,6 +6,7 @@ rank aborts the whole job instead of leaving the others waiting in a collective.
 """
 import numpy as np
 
+from ._validation import check_like
 from .buffers import FlatParams
 from .optim.base import Optimizer
 
@@ -40,7 +41,8 @@ class DataParallel:
         ZeRO stage 1: each rank keeps optimizer state only for its contiguous 1/K of the
         flat buffer. A step reduce-scatters the gradient (each rank receives the sum for
         its slice), updates its slice, and all-gathers the parameters. The wrapped
-        optimizer's full-size state is dropped: state memory per rank falls by K.
+        optimizer's full-size state is dropped (state memory per rank falls by K) and it
+        refuses to step on its own; edit learning rates through :attr:`param_groups`.
 
     Notes
     -----
@@ -66,8 +68,14 @@ class DataParallel:
             described = ", ".join(f"rank {r}: {n} x {d} {a}" for r, (n, d, a) in enumerate(layouts))
             raise ValueError("DataParallel needs the same optimizer and parameter buffer on every "
                              f"rank, but got {described}")
+        if zero and param.size < self.size:
+            raise ValueError(f"ZeRO-1 needs at least one element per rank: {param.size} "
+                             f"parameters on {self.size} ranks")
         self.comm.Bcast(param, root=0)
         self.param = param
+        self._wrapped = optimizer
+        self._grad_reference = optimizer._params if isinstance(optimizer._params, np.ndarray) \
+            else param
         self.zero = bool(zero)
         self.full_size = param.size
         self._full_groups = [[g["start"], g["stop"]] for g in optimizer.param_groups]
@@ -77,16 +85,23 @@ class DataParallel:
             counts, starts = shard_bounds(param.size, self.size)
             self._counts, self._starts = counts, starts
             start, stop = starts[self.rank], starts[self.rank] + counts[self.rank]
-            if stop == start:
-                raise ValueError(f"ZeRO-1 needs at least one element per rank: {param.size} "
-                                 f"parameters on {self.size} ranks")
             self.optimizer = optimizer._shard(start, stop)
+            # the full-size state is dropped; the wrapped optimizer keeps its parameter
+            # groups (edit them through DataParallel.param_groups) but refuses to step
+            optimizer.state = {"step": optimizer.state["step"]}
+            optimizer._released = True
             self._slice = slice(start, stop)
             self._shard_grad = np.empty(stop - start, param.dtype)
             from mpi4py.util.dtlib import from_numpy_dtype
             self._mpi_type = from_numpy_dtype(param.dtype)
         else:
             self.optimizer = optimizer
+
+    @property
+    def param_groups(self):
+        """The parameter groups over the whole buffer (the same on every rank); edits to
+        their ``lr``, ``lr_scale`` and ``weight_decay`` apply from the next step."""
+        return self._wrapped.param_groups
 
     # -- the step --------------------------------------------------------------------
     def step(self, grad=None):
@@ -99,6 +114,10 @@ class DataParallel:
             if self.size > 1:
                 self.comm.Allreduce(self._mpi.IN_PLACE, flat, op=self._mpi.SUM)
             return self.optimizer._step(grad, None, average)
+        for group, source in zip(self.optimizer.param_groups, self.optimizer._group_sources):
+            full = self._wrapped.param_groups[source]
+            for key in ("lr", "lr_scale", "weight_decay"):
+                group[key] = full[key]
         shard = self._shard_grad
         self.comm.Reduce_scatter(flat, shard, recvcounts=self._counts, op=self._mpi.SUM)
         info = None
@@ -118,11 +137,9 @@ class DataParallel:
             if self._grad_buffer is None:
                 raise ValueError("step() needs grad= when the optimizer was built on a plain array")
             return self._grad_buffer
-        if not isinstance(grad, np.ndarray) or grad.size != self.full_size \
-                or grad.dtype != self.param.dtype or not grad.flags.c_contiguous \
-                or not grad.flags.writeable:
-            raise ValueError(f"rank {self.rank}: grad must be a writeable C-contiguous "
-                             f"{self.param.dtype} array of {self.full_size} elements")
+        check_like("grad", grad, self._grad_reference)
+        if not grad.flags.writeable:
+            raise ValueError(f"rank {self.rank}: grad must be writeable (it is summed in place)")
         return grad.reshape(-1)
 
     @property
@@ -130,7 +147,10 @@ class DataParallel:
         return self.optimizer.step_count
 
     def zero_grad(self):
-        self.optimizer.zero_grad() if not self.zero else self._grad_buffer.fill(0)
+        if self._grad_buffer is None:
+            raise RuntimeError("this optimizer updates a plain array and has no gradient "
+                               "buffer: zero the gradient array you pass to step()")
+        self._grad_buffer.fill(0)
 
     def state_bytes(self):
         """Bytes of optimizer state held by this rank."""

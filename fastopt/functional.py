@@ -18,16 +18,25 @@ from .kernels import cpu
 from .optim import adagrad, adam, rmsprop, sgd
 
 
-def _prepare(param, grad, **state):
-    """Validate and return flat views (an empty array for a state passed as None)."""
+def _prepare(param, grad, *, unused=(), **state):
+    """Validate and return flat views; a state named in ``unused`` (off for these options)
+    becomes an empty array, every other state must be given."""
     check_buffer("param", param)
     check_like("grad", grad, param, "param")
     flat = [param.reshape(-1), grad.reshape(-1)]
+    given = {"grad": grad}
     for name, array in state.items():
-        if array is None:
+        if name in unused:
             flat.append(np.empty(0, param.dtype))
-        else:
-            flat.append(check_state_buffer(name, array, param).reshape(-1))
+            continue
+        if array is None:
+            raise ValueError(f"{name} is required (got None)")
+        check_state_buffer(name, array, param)
+        for other, value in given.items():
+            if np.may_share_memory(array, value):
+                raise ValueError(f"{name} must not share memory with {other}")
+        given[name] = array
+        flat.append(array.reshape(-1))
     return flat
 
 
@@ -69,7 +78,8 @@ def sgd_(param, grad, momentum_buffer=None, *, lr=1e-3, momentum=0, dampening=0,
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
     _need("momentum_buffer", momentum_buffer, momentum != 0)
-    arrays = _prepare(param, grad, momentum_buffer=momentum_buffer)
+    arrays = _prepare(param, grad, momentum_buffer=momentum_buffer,
+                      unused=() if momentum != 0 else ("momentum_buffer",))
     scalars = sgd.host_scalars(lr, weight_decay, momentum, dampening, nesterov,
                                check_flag("first_step", first_step),
                                -1.0 if check_flag("maximize", maximize) else 1.0)
@@ -102,9 +112,9 @@ def rmsprop_(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr
     centered = check_flag("centered", centered)
     _need("grad_avg", grad_avg, centered)
     _need("momentum_buffer", momentum_buffer, momentum > 0)
-    arrays = _prepare(param, grad, square_avg=square_avg,
-                      grad_avg=grad_avg if centered else None,
-                      momentum_buffer=momentum_buffer if momentum > 0 else None)
+    unused = (() if centered else ("grad_avg",)) + (() if momentum > 0 else ("momentum_buffer",))
+    arrays = _prepare(param, grad, square_avg=square_avg, grad_avg=grad_avg,
+                      momentum_buffer=momentum_buffer, unused=unused)
     scalars = rmsprop.host_scalars(lr, alpha, eps, weight_decay, momentum, centered,
                                    -1.0 if check_flag("maximize", maximize) else 1.0)
     _run(cpu.rmsprop_serial, cpu.rmsprop_parallel, arrays, scalars)
@@ -123,7 +133,7 @@ def adam_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-
     decoupled = check_flag("decoupled_weight_decay", decoupled_weight_decay)
     _need("max_exp_avg_sq", max_exp_avg_sq, amsgrad)
     arrays = _prepare(param, grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
-                      max_exp_avg_sq=max_exp_avg_sq if amsgrad else None)
+                      max_exp_avg_sq=max_exp_avg_sq, unused=() if amsgrad else ("max_exp_avg_sq",))
     scalars = adam.host_scalars(lr, betas, eps, weight_decay, decoupled, amsgrad, step,
                                 -1.0 if check_flag("maximize", maximize) else 1.0)
     _run(cpu.adam_serial, cpu.adam_parallel, arrays, scalars)

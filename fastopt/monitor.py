@@ -86,8 +86,8 @@ class CostMonitor:
         iteration = len(self.costs)
         previous = self.costs[-1] if self.costs else None
         self.costs.append(cost)
-        if self.plateau is not None and math.isfinite(cost):
-            self.plateau.step(cost)
+        if self.plateau is not None:
+            self.plateau.step(cost)      # a NaN counts as a bad step, as in torch
         event = None
         if not math.isfinite(cost):
             event = CostEvent("nonfinite", iteration, previous, cost)

@@ -96,3 +96,8 @@ def test_copies_keep_views_into_their_own_buffers(clone, rng):
     twin.params["W1"][:] = 0
     assert fp.params["W1"].any() and not twin.data[twin.slices["W1"]].any()
     assert twin.segments == fp.segments
+
+
+def test_explicit_dtype_converts_float16():
+    fp = fastopt.FlatParams([np.ones(2, np.float16)], dtype=np.float32)
+    assert fp.dtype == np.float32 and fp.params[0].tolist() == [1.0, 1.0]

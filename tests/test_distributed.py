@@ -136,3 +136,23 @@ def test_missing_mpi4py_names_the_extra(hide_module):
     from fastopt.distributed import DataParallel
     with pytest.raises(ImportError, match=r'pip install "fastopt\[mpi\]"'):
         DataParallel(fastopt.SGD(np.zeros(3)))
+
+
+def test_lr_edits_reach_the_shards_and_bad_gradients_change_nothing(mpiexec, tmp_path):
+    out = tmp_path / "edits.npz"
+    result = run(mpiexec, 2, SCRIPTS / "edits.py", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import fastopt
+    w = np.linspace(-1, 1, 12).reshape(3, 4)
+    opt = fastopt.Adam(w, lr=0.1, param_groups=[{"params": slice(0, 5), "lr": 0.05}])
+    for step in range(6):
+        if step == 3:
+            for group in opt.param_groups:
+                group["lr"] = 0.0
+        opt.step(np.full((3, 4), 1.0 + step))
+    with np.load(out) as saved:
+        for zero in (0, 1):
+            np.testing.assert_allclose(saved[f"params_{zero}"], w, rtol=1e-14)
+            assert "grad must have the shape of params: expects (3, 4) but got (12,)" in \
+                str(saved[f"error_{zero}"])
+        assert "step the DataParallel instead" in str(saved["released"])

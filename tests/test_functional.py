@@ -67,3 +67,21 @@ def test_functional_validates_before_touching_anything(rng):
     with pytest.raises(ValueError, match=r"exp_avg_sq must be writeable"):
         F.adam_(p, g, m, readonly, step=1)
     assert p.tobytes() == before.tobytes() and not m.any() and not v.any()
+
+
+def test_required_state_and_aliasing_are_checked(rng):
+    p = rng.standard_normal(5).astype(np.float32)
+    g = rng.standard_normal(5).astype(np.float32)
+    m, v = np.zeros(5, np.float32), np.zeros(5, np.float32)
+    before = p.copy()
+    with pytest.raises(ValueError, match=r"exp_avg is required \(got None\)"):
+        F.adam_(p, g, None, None, step=1)
+    with pytest.raises(ValueError, match=r"state_sum is required"):
+        F.adagrad_(p, g, None, step=1)
+    with pytest.raises(ValueError, match=r"square_avg is required"):
+        F.rmsprop_(p, g, None)
+    with pytest.raises(ValueError, match=r"exp_avg_sq must not share memory with exp_avg"):
+        F.adam_(p, g, m, m, step=1)
+    with pytest.raises(ValueError, match=r"state_sum must not share memory with grad"):
+        F.adagrad_(p, g, g, step=1)
+    assert p.tobytes() == before.tobytes() and not m.any()

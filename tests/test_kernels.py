@@ -243,3 +243,11 @@ def test_group_slices_on_a_plain_array_leave_gaps_to_the_default_group(rng):
     np.testing.assert_array_equal(p[40:60], before[40:60])
     np.testing.assert_allclose(p[:40], before[:40] - 0.1)
     np.testing.assert_allclose(p[60:], before[60:] - 0.1)
+
+
+def test_last_grad_norm_is_reported_for_a_skipped_step():
+    opt = fastopt.Adam(np.zeros(3), skip_nonfinite=True)
+    opt.step(np.array([3.0, 4.0, 0.0]))
+    assert opt.last_grad_norm == 5.0
+    assert opt.step(np.array([np.inf, 0.0, 0.0])) is False
+    assert opt.last_grad_norm == np.inf

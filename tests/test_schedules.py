@@ -327,3 +327,9 @@ def test_plot_schedule_writes_an_image(tmp_path):
 def test_plot_without_matplotlib_names_the_extra(no_matplotlib):
     with pytest.raises(ImportError, match=r'pip install "fastopt\[plot\]"'):
         fastopt.plot_schedule(S.constant(0.1), 10)
+
+
+def test_growing_exponential_from_zero_stays_finite():
+    s = S.exponential_decay(0.0, 2.0, end_lr=1.0)
+    assert s(2000) == 0.0 and s(10**9) == 0.0
+    assert not np.isnan(s(np.array([0, 2000, 10**9]))).any()

@@ -113,3 +113,19 @@ def test_copies_are_independent_and_continue_identically(clone, rng):
     assert twin_fp.data.tobytes() == fp.data.tobytes()
     twin.step()
     assert twin_fp.data.tobytes() != fp.data.tobytes()
+
+
+@pytest.mark.parametrize("clone", [copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))],
+                         ids=["deepcopy", "pickle"])
+def test_copy_of_a_plain_array_optimizer_updates_the_copied_array(clone):
+    w = np.ones((2, 3))
+    w2, opt2 = clone((w, fastopt.SGD(w, lr=0.1)))
+    opt2.step(np.ones((2, 3)))
+    np.testing.assert_allclose(w2, 0.9)
+    np.testing.assert_array_equal(w, 1.0)
+
+
+def test_state_dict_with_a_bad_dtype_is_rejected():
+    opt = fastopt.Adam(np.zeros(4))
+    with pytest.raises(ValueError, match=r"state_dict has dtype 'garbage'"):
+        opt.load_state_dict(opt.state_dict() | {"dtype": "garbage"})

@@ -339,3 +339,11 @@ def test_progress_bar_only_on_a_terminal_unless_asked(tty, enabled, shown):
     assert bool(text) == shown
     if shown:
         assert "sweep [" in text and "10/10" in text and text.endswith("\n")
+
+
+def test_monitor_feeds_nan_costs_to_the_plateau_as_bad_steps():
+    plateau = fastopt.schedules.reduce_on_plateau(0.1, patience=1)
+    monitor = fastopt.CostMonitor(on_increase="ignore", on_nonfinite="ignore", plateau=plateau)
+    for cost in [3.0, float("nan"), float("nan")]:
+        monitor(cost)
+    assert plateau(0) == pytest.approx(0.01)

@@ -150,3 +150,22 @@ def test_invalid_group_hyperparameter_set_later_changes_nothing(rng):
     with pytest.raises(ValueError, match=r"Invalid learning rate: nan"):
         opt.step(rng.standard_normal(5))
     assert_unchanged(opt, params, before)
+
+
+def test_lr_scale_must_be_finite_and_the_product_not_nan():
+    with pytest.raises(ValueError, match=r"Invalid lr_scale value: inf"):
+        fastopt.SGD(np.ones(4), lr=0.0, param_groups=[{"params": slice(0, 2), "lr_scale": float("inf")}])
+    p = np.ones(4)
+    opt = fastopt.SGD(p, lr=float("inf"), param_groups=[{"params": slice(0, 2), "lr_scale": 0.0}])
+    with pytest.raises(ValueError, match=r"x lr_scale 0\.0 is nan"):
+        opt.step(np.ones(4))
+    np.testing.assert_array_equal(p, 1.0)
+
+
+def test_group_selectors():
+    fp = fastopt.FlatParams({"a": np.zeros(2), "b": np.zeros(3)})
+    with pytest.raises(ValueError, match=r"needs at least one array name"):
+        fastopt.SGD(fp, param_groups=[{"params": []}])
+    fp2 = fastopt.FlatParams([np.zeros(2), np.zeros(3)])
+    opt = fastopt.SGD(fp2, param_groups=[{"params": np.int64(1), "lr": 0.5}])
+    assert [(g["start"], g["stop"]) for g in opt.param_groups] == [(0, 2), (2, 5)]

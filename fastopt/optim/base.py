@@ -22,7 +22,7 @@ class Optimizer:
     """
 
     _kernels = None
-    _zero_step_lr_decay = False
+    _released = False
 
     def __init__(self, params, *, lr, weight_decay, maximize, param_groups=None,
                  max_grad_norm=None, skip_nonfinite=False):
@@ -97,6 +97,9 @@ class Optimizer:
             because the gradient had a NaN or infinite value (params and state are
             then untouched, and ``skipped_steps`` grows by one).
         """
+        if self._released:
+            raise RuntimeError("this optimizer's state was sharded by DataParallel(zero=True): "
+                               "step the DataParallel instead")
         return self._step(grad, None)
 
     def _step(self, grad, norm_info, grad_factor=1.0):
@@ -141,7 +144,9 @@ class Optimizer:
             return lr, weight_decay
         lr = scheduled_lr(lr, t) if callable(lr) else check_lr(lr)
         if scale != 1.0:
-            lr = lr * check_nonnegative("lr_scale value", scale)
+            lr = lr * check_lr_scale(scale)
+            if lr != lr:
+                raise ValueError(f"Invalid learning rate: {group['lr']} x lr_scale {scale} is nan")
         return lr, check_nonnegative("weight_decay value", weight_decay)
 
     def needs_grad_norm(self):
@@ -160,11 +165,11 @@ class Optimizer:
         if not self.needs_grad_norm():
             return scale
         sumsq, nonfinite = self.grad_norm_info(grad) if norm_info is None else norm_info
+        norm = math.sqrt(sumsq) * factor
+        self.last_grad_norm = norm
         if nonfinite and self.skip_nonfinite:
             return None
         if self.max_grad_norm is not None:
-            norm = math.sqrt(sumsq) * factor
-            self.last_grad_norm = norm
             coefficient = self.max_grad_norm / (norm + 1e-6)
             # a NaN norm gives a NaN factor, as torch's clip_grad_norm_ does
             scale *= coefficient if not coefficient >= 1.0 else 1.0
@@ -201,7 +206,9 @@ class Optimizer:
 
         Everything is checked before anything is copied: a state_dict from another
         algorithm, size, group layout or option set (say, without ``max_exp_avg_sq`` for
-        an amsgrad optimizer) raises ValueError and leaves the optimizer unchanged.
+        an amsgrad optimizer) raises ValueError and leaves the optimizer unchanged. State
+        saved in the other float dtype is cast to this optimizer's dtype (as torch does);
+        a resume is then no longer bit for bit.
         """
         sd = dict(state_dict)
         buffers = [n for n in self.state if n != "step"]
@@ -210,6 +217,9 @@ class Optimizer:
         if set(sd) != expected:
             raise ValueError(f"state_dict does not fit this {type(self).__name__}: expects keys "
                              f"{sorted(expected)} but got {sorted(sd)}")
+        dtype = str(np.asarray(sd["dtype"])[()])
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"state_dict has dtype {dtype!r} (expected float32 or float64)")
         algorithm = str(np.asarray(sd["algorithm"])[()])
         if algorithm != type(self).__name__:
             raise ValueError(f"state_dict is from a {algorithm} optimizer, but this optimizer "
@@ -246,12 +256,14 @@ class Optimizer:
         twin = object.__new__(type(self))
         twin.__dict__.update(self.__getstate__())
         twin._params = twin.param = self.param[start:stop]
-        groups = []
-        for group in self.param_groups:
+        groups, sources = [], []
+        for index, group in enumerate(self.param_groups):
             lo, hi = max(group["start"], start), min(group["stop"], stop)
             if lo < hi:
                 groups.append(dict(group, start=lo - start, stop=hi - start))
+                sources.append(index)
         twin.param_groups = groups
+        twin._group_sources = sources
         twin.state = {name: value if name == "step" else value[start:stop].copy()
                       for name, value in self.state.items()}
         twin._build()
@@ -260,12 +272,15 @@ class Optimizer:
     # -- copies ------------------------------------------------------------------------
     def __getstate__(self):
         state = dict(self.__dict__)
-        for key in ("_segments", "_partials", "_reduce"):
+        for key in ("_segments", "_partials", "_reduce", "param"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        if "param" not in state:
+            params = self._params
+            self.param = params.data if isinstance(params, FlatParams) else params.reshape(-1)
         self._build()
 
     def __repr__(self):
@@ -274,6 +289,11 @@ class Optimizer:
 
     def _options(self):
         return {"lr": self.param_groups[0]["lr"], **self.defaults}
+
+
+def check_lr_scale(value):
+    return check_number("lr_scale value", value, "a finite number >= 0",
+                        lambda v: 0 <= v < math.inf)
 
 
 def _resolve_params(params):
@@ -305,7 +325,7 @@ def _resolve_groups(params, size, default, param_groups):
         if "lr" in spec:
             group["lr"] = check_lr(spec["lr"])
         if "lr_scale" in spec:
-            group["lr_scale"] = check_nonnegative("lr_scale value", spec["lr_scale"])
+            group["lr_scale"] = check_lr_scale(spec["lr_scale"])
         if "weight_decay" in spec:
             group["weight_decay"] = check_nonnegative("weight_decay value", spec["weight_decay"])
         group.update(params=spec["params"], start=s.start, stop=s.stop)

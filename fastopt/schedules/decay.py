@@ -120,8 +120,9 @@ class ExponentialDecay(Schedule):
                              f"{self.decay_rate}, needs end_lr as its ceiling)")
         # past this exponent a growing schedule is at its ceiling: stop before overflowing
         self._max_exponent = math.inf
-        if self.decay_rate > 1 and self.lr > 0:
-            self._max_exponent = math.log(max(self.end_lr / self.lr, 1.0), self.decay_rate) + 1
+        if self.decay_rate > 1:
+            self._max_exponent = 0.0 if self.lr == 0 else \
+                math.log(max(self.end_lr / self.lr, 1.0), self.decay_rate) + 1
 
     def _params(self):
         return {"lr": self.lr, "decay_rate": self.decay_rate, "decay_steps": self.decay_steps,

@@ -1,0 +1,37 @@
+"""Run under mpiexec: learning-rate edits through DataParallel.param_groups, a rejected
+gradient that leaves everything untouched, and the released optimizer."""
+import sys
+
+import numpy as np
+from mpi4py import MPI
+
+import fastopt
+from fastopt.distributed import DataParallel
+
+comm = MPI.COMM_WORLD
+out = sys.argv[1]
+results = {}
+for zero in (False, True):
+    w = np.linspace(-1, 1, 12).reshape(3, 4)
+    opt = fastopt.Adam(w, lr=0.1, param_groups=[{"params": slice(0, 5), "lr": 0.05}])
+    dp = DataParallel(opt, comm, zero=zero)
+    for step in range(6):
+        if step == 3:
+            for group in dp.param_groups:
+                group["lr"] = 0.0
+        dp.step(np.full((3, 4), 1.0 + step))
+    before = w.copy()
+    bad = np.ones(12)
+    try:
+        dp.step(bad)
+    except ValueError as error:
+        results[f"error_{int(zero)}"] = str(error)
+    assert np.array_equal(bad, np.ones(12)) and np.array_equal(w, before)
+    if zero:
+        try:
+            opt.step(np.ones((3, 4)))
+        except RuntimeError as error:
+            results["released"] = str(error)
+    results[f"params_{int(zero)}"] = w.copy()
+if comm.Get_rank() == 0:
+    np.savez(out, **results)
