@@ -79,7 +79,7 @@ class Adam(Optimizer):
     >>> opt.step()
     True
     >>> fp.params["w"]
-    array([-0.1, -0.1, -0.1, -0.1], dtype=float32)
+    array([-0.09999999, -0.09999999, -0.09999999, -0.09999999], dtype=float32)
     """
 
     _kernels = (cpu.adam_serial, cpu.adam_parallel)
