@@ -3,6 +3,9 @@ import os
 import numpy as np
 import pytest
 
+# scripts run under mpiexec by test_distributed.py, not test modules
+collect_ignore = ["mpi"]
+
 
 @pytest.fixture(scope="session")
 def torch():
