@@ -65,12 +65,12 @@ class Problem:
         except (TypeError, ValueError):
             raise TypeError(f"loss_grad must return the cost as a number, got {value!r}") from None
 
-    def make_optimizer(self, optimizer, lr, options):
-        if isinstance(self.params, FlatParams):
-            opt = optimizer(self.params, lr=lr, **options)
-            return opt, opt.step
+    def make_step(self, optimizer, lr, options):
+        """A fresh optimizer's step on these parameters and this gradient buffer."""
         opt = optimizer(self.params, lr=lr, **options)
-        return opt, lambda: opt.step(self.grad)
+        if isinstance(self.params, FlatParams):
+            return opt.step
+        return lambda: opt.step(self.grad)
 
 
 def diverged(cost, start, factor):

@@ -40,11 +40,6 @@ def _prepare(param, grad, *, unused=(), **state):
     return flat
 
 
-def _need(name, array, condition):
-    if condition and array is None:
-        raise ValueError(f"{name} is required with these options")
-
-
 def _check_step(step):
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"Invalid step: {step!r} (expected an integer >= 1, the number of "
@@ -77,7 +72,6 @@ def sgd_(param, grad, momentum_buffer=None, *, lr=1e-3, momentum=0, dampening=0,
     nesterov = check_flag("nesterov", nesterov)
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-    _need("momentum_buffer", momentum_buffer, momentum != 0)
     arrays = _prepare(param, grad, momentum_buffer=momentum_buffer,
                       unused=() if momentum != 0 else ("momentum_buffer",))
     scalars = sgd.host_scalars(lr, weight_decay, momentum, dampening, nesterov,
@@ -110,8 +104,6 @@ def rmsprop_(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr
     weight_decay = check_nonnegative("weight_decay value", weight_decay)
     momentum = check_nonnegative("momentum value", momentum)
     centered = check_flag("centered", centered)
-    _need("grad_avg", grad_avg, centered)
-    _need("momentum_buffer", momentum_buffer, momentum > 0)
     unused = (() if centered else ("grad_avg",)) + (() if momentum > 0 else ("momentum_buffer",))
     arrays = _prepare(param, grad, square_avg=square_avg, grad_avg=grad_avg,
                       momentum_buffer=momentum_buffer, unused=unused)
@@ -131,7 +123,6 @@ def adam_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-
     weight_decay = check_nonnegative("weight_decay value", weight_decay)
     amsgrad = check_flag("amsgrad", amsgrad)
     decoupled = check_flag("decoupled_weight_decay", decoupled_weight_decay)
-    _need("max_exp_avg_sq", max_exp_avg_sq, amsgrad)
     arrays = _prepare(param, grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
                       max_exp_avg_sq=max_exp_avg_sq, unused=() if amsgrad else ("max_exp_avg_sq",))
     scalars = adam.host_scalars(lr, betas, eps, weight_decay, decoupled, amsgrad, step,

@@ -59,7 +59,7 @@ def lr_range_test(loss_grad, params, *, optimizer=SGD, min_lr=1e-7, max_lr=10.0,
     bar = Progress(iterations, "range test", enabled=progress)
     stopped = None
     try:
-        _, step = problem.make_optimizer(optimizer, schedule, optimizer_kwargs)
+        step = problem.make_step(optimizer, schedule, optimizer_kwargs)
         stream = problem.batch_stream()
         average, best = 0.0, math.inf
         for k in range(iterations):

@@ -99,7 +99,7 @@ def sweep(loss_grad, params, *, optimizer=SGD, lrs=None, iterations=50, batches=
     try:
         for row, lr in enumerate(lrs):
             problem.restore()
-            _, step = problem.make_optimizer(optimizer, float(lr), optimizer_kwargs)
+            step = problem.make_step(optimizer, float(lr), optimizer_kwargs)
             stream = problem.batch_stream()
             costs[row, 0] = start = problem.cost(stream)
             for k in range(1, iterations + 1):
