@@ -21,6 +21,9 @@ import types
 from numba import njit
 
 JIT_OPTIONS = {"cache": True, "error_model": "numpy", "fastmath": False, "nogil": True}
+CUDA_JIT_OPTIONS = {"cache": True, "fastmath": False}
+"""The same policy for :mod:`fastopt.kernels.cuda` (the one module that imports numba.cuda,
+so it applies these itself): numba-cuda's error model is already NumPy's."""
 
 
 def kernel(function=None, *, parallel=False):
@@ -36,7 +39,7 @@ def reduction(function):
 
 
 def element(function):
-    """Compile a per-element update function (called from kernels, inlined by LLVM)."""
+    """Compile a per-element update function for the CPU loops (inlined by LLVM)."""
     return njit(**JIT_OPTIONS)(function)
 
 

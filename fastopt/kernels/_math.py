@@ -1,11 +1,18 @@
 """Per-element update math, written once, in torch.optim's order of operations.
 
 Each function takes one parameter, its gradient and its state values (scalars) plus the
-host-computed scalars, and returns the new parameter and state values. The loops in
-:mod:`fastopt.kernels.cpu` apply them over flat buffers. All scalars arrive already cast to
-the buffer dtype, so float32 buffers are updated in float32 arithmetic.
+host-computed scalars, and returns the new parameter and state values. The same Python
+functions are compiled twice: with ``njit`` for the CPU loops in
+:mod:`fastopt.kernels.cpu` and as inlined ``numba.cuda`` device functions for the
+grid-stride loops in :mod:`fastopt.kernels.cuda` (see :mod:`fastopt._jit`). All scalars
+arrive already cast to the buffer dtype, so float32 buffers are updated in float32
+arithmetic.
 
-The functions are compiled with the package jit policy; LLVM inlines them into the loops.
+The functions are leaves: they call nothing but ``math.sqrt``. numba.cuda can only call
+another device function from a kernel compiled ahead of time (``compile_ptx``) when it is
+inlined, and an ``njit`` function cannot call a plain Python helper, so torch's ``lerp``
+(two formulas, switched at weight 0.5) and ``maximum`` (NaN wins) are written out where
+they are used.
 
 ``grad_scale`` folds ``maximize`` (a factor -1) and global-norm clipping (a factor <= 1)
 into one multiplication; it is exactly 1 when neither is used, so it never changes a
@@ -13,26 +20,7 @@ result.
 """
 import math
 
-from .._jit import element
 
-
-@element
-def lerp(start, end, weight, weight_complement):
-    """torch.lerp for a scalar weight: two formulas, switched at weight 0.5."""
-    if weight < 0.5:
-        return start + weight * (end - start)
-    return end - (end - start) * weight_complement
-
-
-@element
-def nan_maximum(a, b):
-    """torch.maximum: the larger value, NaN if either is NaN."""
-    if b > a or b != b:
-        return b
-    return a
-
-
-@element
 def sgd(param, grad, momentum_buffer, lr, weight_decay, momentum, one_minus_dampening,
         grad_scale, nesterov, first_step):
     g = grad * grad_scale
@@ -51,7 +39,6 @@ def sgd(param, grad, momentum_buffer, lr, weight_decay, momentum, one_minus_damp
     return param - lr * g, buf
 
 
-@element
 def adagrad(param, grad, state_sum, clr, weight_decay, eps, grad_scale):
     g = grad * grad_scale
     if weight_decay != 0:
@@ -60,7 +47,6 @@ def adagrad(param, grad, state_sum, clr, weight_decay, eps, grad_scale):
     return param - clr * (g / (math.sqrt(s) + eps)), s
 
 
-@element
 def rmsprop(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, one_minus_alpha,
             one_minus_alpha_complement, eps, weight_decay, momentum, grad_scale, centered):
     g = grad * grad_scale
@@ -69,7 +55,10 @@ def rmsprop(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, one_m
     v = square_avg * alpha + one_minus_alpha * g * g
     ga = grad_avg
     if centered:
-        ga = lerp(grad_avg, g, one_minus_alpha, one_minus_alpha_complement)
+        if one_minus_alpha < 0.5:  # torch.lerp(grad_avg, g, 1 - alpha)
+            ga = grad_avg + one_minus_alpha * (g - grad_avg)
+        else:
+            ga = g - (g - grad_avg) * one_minus_alpha_complement
         avg = math.sqrt(v - ga * ga) + eps
     else:
         avg = math.sqrt(v) + eps
@@ -82,7 +71,6 @@ def rmsprop(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, one_m
     return p, v, ga, buf
 
 
-@element
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay,
          decay_factor, one_minus_beta1, one_minus_beta1_complement, beta2, one_minus_beta2,
          step_size, bias_correction2_sqrt, eps, amsgrad):
@@ -90,11 +78,15 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_de
     p = param * decay_factor
     if weight_decay != 0:
         g = g + weight_decay * p
-    m = lerp(exp_avg, g, one_minus_beta1, one_minus_beta1_complement)
+    if one_minus_beta1 < 0.5:  # torch.lerp(exp_avg, g, 1 - beta1)
+        m = exp_avg + one_minus_beta1 * (g - exp_avg)
+    else:
+        m = g - (g - exp_avg) * one_minus_beta1_complement
     v = exp_avg_sq * beta2 + one_minus_beta2 * g * g
     vmax = max_exp_avg_sq
     if amsgrad:
-        vmax = nan_maximum(max_exp_avg_sq, v)
+        if v > max_exp_avg_sq or v != v:  # torch.maximum: NaN wins
+            vmax = v
         denom = math.sqrt(vmax) / bias_correction2_sqrt + eps
     else:
         denom = math.sqrt(v) / bias_correction2_sqrt + eps

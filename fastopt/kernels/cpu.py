@@ -18,13 +18,13 @@ import numpy as np
 from numba import prange
 
 from .._config import REDUCTION_BLOCK
-from .._jit import kernel, reduction, serial_and_parallel
+from .._jit import element, kernel, reduction, serial_and_parallel
 from . import _math
 
-sgd_element = _math.sgd
-adagrad_element = _math.adagrad
-rmsprop_element = _math.rmsprop
-adam_element = _math.adam
+sgd_element = element(_math.sgd)
+adagrad_element = element(_math.adagrad)
+rmsprop_element = element(_math.rmsprop)
+adam_element = element(_math.adam)
 
 
 def _sgd(param, grad, momentum_buffer, lr, weight_decay, momentum, one_minus_dampening,
