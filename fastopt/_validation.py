@@ -114,3 +114,31 @@ def scheduled_lr(schedule, step, name="learning rate"):
         raise ValueError(f"Invalid {name} from schedule at step {step}: {value} "
                          "(expected 0 <= lr)")
     return value
+
+
+def check_device_buffer(name, layout):
+    """Like :func:`check_buffer`, for a device array's ``(shape, dtype, contiguous,
+    writeable)`` (read from its ``__cuda_array_interface__``)."""
+    shape, dtype, contiguous, writeable = layout
+    check_float_dtype(name, dtype)
+    if math.prod(shape) == 0:
+        raise ValueError(f"optimizer got an empty parameter list ({name} has size 0)")
+    if not contiguous:
+        raise ValueError(f"{name} must be C-contiguous (got a strided device array of shape "
+                         f"{shape}); pass a contiguous copy and update that, or pack it with "
+                         "fastopt.FlatParams(..., device='cuda')")
+    if not writeable:
+        raise ValueError(f"{name} must be writeable, but the device array is read-only")
+
+
+def check_device_like(name, layout, shape, dtype, reference_name="params"):
+    """Like :func:`check_like`, for a device array's layout."""
+    got_shape, got_dtype, contiguous, _ = layout
+    if got_shape != tuple(shape):
+        raise ValueError(f"{name} must have the shape of {reference_name}: expects "
+                         f"{tuple(shape)} but got {got_shape}")
+    if got_dtype != dtype:
+        raise TypeError(f"{name} must have the dtype of {reference_name}: expects "
+                        f"{dtype} but got {got_dtype}")
+    if not contiguous:
+        raise ValueError(f"{name} must be C-contiguous (got a strided device array)")

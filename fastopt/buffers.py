@@ -3,6 +3,7 @@ import numbers
 
 import numpy as np
 
+from . import _device
 from ._validation import FLOAT_DTYPES, check_float_dtype
 
 
@@ -27,6 +28,13 @@ class FlatParams:
         are packed next to each other, so the group is one contiguous segment
         (``segments["no_decay"]``) that an optimizer updates with one kernel call.
         Arrays in no group form the segment ``"default"``, packed last.
+    device : {"auto", "cpu", "cuda"}, default "auto"
+        Where the flat buffers live. "auto" puts them on the GPU if any of the arrays is a
+        device array (numba.cuda, CuPy, a torch CUDA tensor: anything with
+        ``__cuda_array_interface__``), else in host memory. On the GPU, ``data``, ``grad``
+        and the views are numba.cuda device arrays: wrap them zero-copy with
+        ``cupy.asarray(...)`` or ``torch.as_tensor(..., device="cuda")`` to compute
+        gradients into ``grads[name]``.
 
     Examples
     --------
@@ -37,7 +45,7 @@ class FlatParams:
     (8, (3, 2), True)
     """
 
-    def __init__(self, arrays, *, dtype=None, groups=None):
+    def __init__(self, arrays, *, dtype=None, groups=None, device="auto"):
         keyed = isinstance(arrays, dict)
         if keyed:
             names, values = list(arrays), [arrays[k] for k in arrays]
@@ -48,15 +56,44 @@ class FlatParams:
                             f"{type(arrays).__name__}")
         if not names:
             raise ValueError("FlatParams got an empty parameter list")
-        values = [np.asarray(v) for v in values]
-        dtype = _common_dtype(names, values, dtype)
+        on_device = [_device.is_device_array(v) for v in values]
+        _device.check_device(device)
+        if device == "auto":
+            device = "cuda" if any(on_device) else "cpu"
+        backend = _device.cuda_backend() if device == "cuda" or any(on_device) else None
+        layouts = [_DeviceLayout(backend.device_layout(v)) if gpu else np.asarray(v)
+                   for v, gpu in zip(values, on_device)]
+        dtype = _common_dtype(names, layouts, dtype)
         order = _packing_order(names, groups)
         self._keyed = keyed
         self._names = tuple(names)
-        self._shapes = {n: v.shape for n, v in zip(names, values)}
+        self._shapes = {n: v.shape for n, v in zip(names, layouts)}
+        self._backend = backend if device == "cuda" else None
         self._layout(order, dtype)
-        for name, value in zip(names, values):
-            self.data[self._slices[name]] = value.reshape(-1)
+        for name, value, layout, gpu in zip(names, values, layouts, on_device):
+            self._pack(name, value if gpu else layout, gpu, backend)
+
+    def _pack(self, name, value, on_device, backend):
+        s = self._slices[name]
+        if s.stop == s.start:
+            return
+        if on_device:
+            shape, dtype, contiguous, _ = backend.device_layout(value)
+            if not contiguous:
+                raise ValueError(f"array {name!r} is a strided device array: pass a "
+                                 "contiguous one")
+            source = backend.as_device_array(value).reshape(s.stop - s.start)
+            if self._backend is None:
+                self.data[s] = source.copy_to_host().astype(self.dtype, copy=False)
+                return
+            if dtype != self.dtype:
+                raise TypeError(f"device array {name!r} has dtype {dtype}, but the buffers "
+                                f"are {self.dtype}: convert it on the device first")
+            backend.copy_device(self.data[s], source)
+        elif self._backend is not None:
+            self._backend.copy_from_host(self.data[s], value.reshape(-1))
+        else:
+            self.data[s] = value.reshape(-1)
 
     def _layout(self, order, dtype):
         self._order = order
@@ -70,8 +107,12 @@ class FlatParams:
             self._segments[group] = slice(start, offset)
         if offset == 0:
             raise ValueError("FlatParams got only empty arrays (total size 0)")
-        self.data = np.zeros(offset, dtype)
-        self.grad = np.zeros(offset, dtype)
+        if self._backend is None:
+            self.data = np.zeros(offset, dtype)
+            self.grad = np.zeros(offset, dtype)
+        else:
+            self.data = self._backend.full(offset, 0.0, dtype)
+            self.grad = self._backend.full(offset, 0.0, dtype)
         self._rebuild_views()
 
     def _rebuild_views(self):
@@ -84,7 +125,8 @@ class FlatParams:
         Use it to look at optimizer state per layer:
         ``fp.view(opt.state["exp_avg"])["W"]``.
         """
-        if not isinstance(flat, np.ndarray) or flat.shape != (self.size,):
+        array = isinstance(flat, np.ndarray) or _device.is_device_array(flat)
+        if not array or tuple(flat.shape) != (self.size,):
             shape = getattr(flat, "shape", type(flat).__name__)
             raise ValueError(f"view expects a 1-D array of shape ({self.size},) but got {shape}")
         views = [flat[self._slices[n]].reshape(self._shapes[n]) for n in self._names]
@@ -97,7 +139,27 @@ class FlatParams:
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return np.dtype(self.data.dtype)
+
+    @property
+    def device(self):
+        """Where the buffers live: "cpu" or "cuda"."""
+        return "cpu" if self._backend is None else "cuda"
+
+    def to(self, device):
+        """A copy of these buffers (parameters and gradients) on ``device`` ("cpu" or
+        "cuda"), with the same names, shapes and groups."""
+        _device.check_device(device)
+        if device == "auto":
+            raise ValueError("FlatParams.to needs 'cpu' or 'cuda' (got 'auto')")
+        backend = _device.cuda_backend() if device == "cuda" else None
+        copy = object.__new__(FlatParams)
+        copy.__dict__.update(self.__dict__)
+        copy._backend = backend
+        copy.data, copy.grad = (_copy_to(buffer, self._backend, backend)
+                                for buffer in (self.data, self.grad))
+        copy._rebuild_views()
+        return copy
 
     @property
     def names(self):
@@ -136,7 +198,10 @@ class FlatParams:
 
     def zero_grad(self):
         """Set the whole gradient buffer to zero (in place)."""
-        self.grad.fill(0)
+        if self._backend is None:
+            self.grad.fill(0)
+        else:
+            self._backend.fill(self.grad, 0.0)
 
     def __getitem__(self, name):
         return self.params[name]
@@ -146,16 +211,40 @@ class FlatParams:
 
     def __repr__(self):
         shapes = ", ".join(f"{n!r}: {self._shapes[n]}" for n in self._names)
-        return f"FlatParams({{{shapes}}}, size={self.size}, dtype={self.dtype})"
+        where = "" if self._backend is None else ", device='cuda'"
+        return f"FlatParams({{{shapes}}}, size={self.size}, dtype={self.dtype}{where})"
 
     def __getstate__(self):
+        if self._backend is not None:
+            raise TypeError("a FlatParams on the GPU cannot be pickled or deep-copied: "
+                            "use .to('cpu') (and .to('cuda') to come back)")
         state = dict(self.__dict__)
         del state["params"], state["grads"]
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.__dict__.setdefault("_backend", None)
         self._rebuild_views()
+
+
+class _DeviceLayout:
+    """Shape and dtype of a device array, for the packing checks (no host copy)."""
+
+    def __init__(self, layout):
+        self.shape, self.dtype = layout[0], layout[1]
+
+
+def _copy_to(buffer, source_backend, backend):
+    if source_backend is None and backend is None:
+        return buffer.copy()
+    if backend is None:
+        return source_backend.to_host(buffer)
+    if source_backend is None:
+        return backend.to_device(buffer)
+    copy = backend.empty(buffer.size, buffer.dtype)
+    backend.copy_device(copy, buffer)
+    return copy
 
 
 def _common_dtype(names, values, dtype):

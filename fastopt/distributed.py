@@ -56,9 +56,12 @@ class DataParallel:
     """
 
     def __init__(self, optimizer, comm=None, *, zero=False):
-        MPI = _mpi()
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"DataParallel wraps a fastopt optimizer, got {type(optimizer).__name__}")
+        if optimizer.device != "cpu":
+            raise NotImplementedError("DataParallel reduces host buffers; this optimizer is on "
+                                      "the GPU (CUDA-aware MPI is not supported)")
+        MPI = _mpi()
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self._mpi = MPI

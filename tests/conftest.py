@@ -3,8 +3,9 @@ import os
 import numpy as np
 import pytest
 
-# scripts run under mpiexec by test_distributed.py, not test modules
-collect_ignore = ["mpi"]
+# scripts run under mpiexec by test_distributed.py, not test modules; tests/cuda runs in
+# its own process (test_cuda.py starts it under the CUDA simulator)
+collect_ignore = ["mpi"] + ([] if os.environ.get("FASTOPT_CUDA_TESTS") else ["cuda"])
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,8 @@ BAD_PARAMS = [
     (np.zeros(4, np.float16), TypeError, r"but got float16"),
     (np.zeros(8, np.float32)[::2], ValueError, r"params must be C-contiguous"),
     (np.zeros((4, 4), np.float32).T, ValueError, r"params must be C-contiguous"),
-    ([0.0, 1.0], TypeError, r"should be a fastopt.FlatParams or a numpy.ndarray, but got list"),
+    ([0.0, 1.0], TypeError,
+     r"should be a fastopt.FlatParams, a numpy.ndarray or a device array .*but got list"),
 ]
 
 

@@ -30,7 +30,7 @@ class Adagrad(Optimizer):
     weight_decay : float, default 0
     initial_accumulator_value : float, default 0
     eps : float, default 1e-10
-    maximize, param_groups, max_grad_norm, skip_nonfinite
+    maximize, param_groups, max_grad_norm, skip_nonfinite, device
         As for :class:`fastopt.SGD`.
 
     Notes
@@ -48,10 +48,11 @@ class Adagrad(Optimizer):
     """
 
     _kernels = (cpu.adagrad_serial, cpu.adagrad_parallel)
+    _cuda_kernel = "adagrad"
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, *, maximize=False, param_groups=None,
-                 max_grad_norm=None, skip_nonfinite=False):
+                 max_grad_norm=None, skip_nonfinite=False, device="auto"):
         self.lr_decay = check_nonnegative("lr_decay value", lr_decay)
         self.initial_accumulator_value = check_nonnegative(
             "initial_accumulator_value value", initial_accumulator_value)
@@ -61,7 +62,7 @@ class Adagrad(Optimizer):
                          "eps": self.eps, "maximize": maximize}
         super().__init__(params, lr=lr, weight_decay=weight_decay, maximize=maximize,
                          param_groups=param_groups, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite)
+                         skip_nonfinite=skip_nonfinite, device=device)
 
     def _state_fill(self):
         return {"sum": self.initial_accumulator_value}

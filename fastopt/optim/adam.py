@@ -48,7 +48,7 @@ class Adam(Optimizer):
     decoupled_weight_decay : bool, default False
         Decay the parameters directly (AdamW) instead of adding an L2 term to the
         gradient.
-    maximize, param_groups, max_grad_norm, skip_nonfinite
+    maximize, param_groups, max_grad_norm, skip_nonfinite, device
         As for :class:`fastopt.SGD`.
 
     Notes
@@ -83,10 +83,12 @@ class Adam(Optimizer):
     """
 
     _kernels = (cpu.adam_serial, cpu.adam_parallel)
+    _cuda_kernel = "adam"
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, maximize=False, decoupled_weight_decay=False,
-                 param_groups=None, max_grad_norm=None, skip_nonfinite=False):
+                 param_groups=None, max_grad_norm=None, skip_nonfinite=False,
+                 device="auto"):
         self.betas = check_betas(betas)
         self.eps = check_nonnegative("epsilon value", eps)
         self.amsgrad = check_flag("amsgrad", amsgrad)
@@ -97,7 +99,7 @@ class Adam(Optimizer):
                          "decoupled_weight_decay": self.decoupled_weight_decay}
         super().__init__(params, lr=lr, weight_decay=weight_decay, maximize=maximize,
                          param_groups=param_groups, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite)
+                         skip_nonfinite=skip_nonfinite, device=device)
 
     def _state_fill(self):
         fill = {"exp_avg": 0.0, "exp_avg_sq": 0.0}
@@ -123,8 +125,8 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, maximize=False, param_groups=None, max_grad_norm=None,
-                 skip_nonfinite=False):
+                 skip_nonfinite=False, device="auto"):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True,
                          param_groups=param_groups, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite)
+                         skip_nonfinite=skip_nonfinite, device=device)

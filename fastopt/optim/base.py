@@ -3,31 +3,43 @@ import math
 
 import numpy as np
 
-from .. import _config
+from .. import _config, _device
 from .._config import REDUCTION_BLOCK
-from .._validation import (check_buffer, check_flag, check_like, check_lr, check_nonnegative,
-                           check_number, scheduled_lr)
+from .._validation import (check_buffer, check_device_buffer, check_device_like, check_flag,
+                           check_like, check_lr, check_nonnegative, check_number,
+                           scheduled_lr)
 from ..buffers import FlatParams
 from ..kernels import cpu
 
 GROUP_KEYS = ("params", "lr", "lr_scale", "weight_decay")
+_NORM_ON_DEVICE = object()
 
 
 class Optimizer:
     """Base class: holds a flat parameter buffer, its state and its parameter groups.
 
-    Subclasses define ``_kernels`` (serial, parallel), ``_state_fill()`` (state buffers in
+    Subclasses define ``_kernels`` (serial, parallel CPU kernels), ``_cuda_kernel`` (the
+    name of the kernel in :mod:`fastopt.kernels.cuda`), ``_state_fill()`` (state buffers in
     use and their initial values) and ``_host_scalars(lr, weight_decay, step, grad_scale)``
     (the kernel's scalar arguments, cast to the buffer dtype).
+
+    On the GPU (``device="cuda"``) the parameters, gradient and state are device arrays;
+    the same host scalars are passed to a CUDA kernel per group, and global-norm clipping
+    is computed and applied on the device.
     """
 
     _kernels = None
+    _cuda_kernel = None
     _released = False
+    _backend = None
+    device = "cpu"
+    _last_grad_norm = None
 
     def __init__(self, params, *, lr, weight_decay, maximize, param_groups=None,
-                 max_grad_norm=None, skip_nonfinite=False):
-        self._params, self.param = _resolve_params(params)
-        self.dtype = self.param.dtype
+                 max_grad_norm=None, skip_nonfinite=False, device="auto"):
+        self._params, self.param, self.device = _resolve_params(params, device)
+        self._backend = _device.cuda_backend() if self.device == "cuda" else None
+        self.dtype = np.dtype(self.param.dtype)
         self.maximize = check_flag("maximize", maximize)
         self.skip_nonfinite = check_flag("skip_nonfinite", skip_nonfinite)
         if max_grad_norm is not None:
@@ -39,11 +51,11 @@ class Optimizer:
         self.param_groups = _resolve_groups(self._params, self.param.size, default, param_groups)
         self.state = {"step": 0}
         for name, fill in self._state_fill().items():
-            self.state[name] = np.full(self.param.size, fill, self.dtype)
+            self.state[name] = (np.full(self.param.size, fill, self.dtype) if self._backend is None
+                                else self._backend.full(self.param.size, fill, self.dtype))
         self.skipped_steps = 0
         self.last_step_skipped = False
         self.last_lr = None
-        self.last_grad_norm = None
         self._build()
 
     # -- structure -------------------------------------------------------------------
@@ -59,17 +71,28 @@ class Optimizer:
 
     def _build(self):
         """Precompute every per-group view so that a step creates no arrays."""
-        empty = np.empty(0, self.dtype)
+        backend = self._backend
+        empty = np.empty(0, self.dtype) if backend is None else backend.empty(0, self.dtype)
         state = [empty if a is None else a for a in self._kernel_state()]
         grad_buffer = self._params.grad if isinstance(self._params, FlatParams) else None
         serial, parallel = self._kernels
         self._segments = []
         for group in self.param_groups:
             s = slice(group["start"], group["stop"])
-            kernel = parallel if s.stop - s.start >= _config.PARALLEL_MIN_SIZE else serial
+            if backend is not None:
+                kernel = backend.Launch(getattr(backend, self._cuda_kernel), s.stop - s.start)
+            elif s.stop - s.start >= _config.PARALLEL_MIN_SIZE:
+                kernel = parallel
+            else:
+                kernel = serial
             grad = None if grad_buffer is None else grad_buffer[s]
             self._segments.append((group, s, kernel, self.param[s], grad,
                                    tuple(a[s] if a.size else a for a in state)))
+        if backend is not None:
+            self._norm = None
+            self._no_clip = self._clip = (backend.empty(0, np.float64), 1.0, 0.0)
+            return
+        self._no_clip = self._clip = ()
         self._partials = np.empty(-(-self.param.size // REDUCTION_BLOCK), np.float64)
         parallel_reduce = self.param.size >= _config.PARALLEL_MIN_SIZE
         self._reduce = cpu.grad_sumsq_parallel if parallel_reduce else cpu.grad_sumsq_serial
@@ -111,16 +134,19 @@ class Optimizer:
         flat_grad = self._flat_grad(grad)
         t = self.state["step"]
         hyper = [self._group_hyperparameters(group, t) for group in self.param_groups]
+        self._clip = self._no_clip
         grad_scale = self._grad_scale(flat_grad, norm_info, grad_factor)
         if grad_scale is None:
             self.skipped_steps += 1
             self.last_step_skipped = True
             return False
         step = t + 1
+        clip = self._clip
         for (_, s, kernel, param, group_grad, state), (lr, wd) in zip(self._segments, hyper):
             if grad is not None:
                 group_grad = flat_grad[s]
-            kernel(param, group_grad, *state, *self._host_scalars(lr, wd, step, grad_scale))
+            kernel(param, group_grad, *state, *clip,
+                   *self._host_scalars(lr, wd, step, grad_scale))
         self.state["step"] = step
         self.last_step_skipped = False
         self.last_lr = hyper[0][0] if len(hyper) == 1 else [lr for lr, _ in hyper]
@@ -132,9 +158,21 @@ class Optimizer:
                 raise ValueError("step() needs grad= when the optimizer was built on a plain "
                                  "array (only a FlatParams has a gradient buffer)")
             return self._params.grad
+        if self._backend is not None:
+            return self._flat_device_grad(grad)
         reference = self._params if isinstance(self._params, np.ndarray) else self.param
         check_like("grad", grad, reference)
         return grad if grad.ndim == 1 else grad.reshape(-1)
+
+    def _flat_device_grad(self, grad):
+        if not _device.is_device_array(grad):
+            raise TypeError("grad must be a device array (the parameters are on the GPU), but "
+                            f"got {type(grad).__name__}: fastopt copies nothing per step, so "
+                            "move it yourself (numba.cuda.to_device) or compute it on the GPU")
+        shape = ((self.param.size,) if isinstance(self._params, FlatParams)
+                 else tuple(self._params.shape))
+        check_device_like("grad", self._backend.device_layout(grad), shape, self.dtype)
+        return self._backend.as_device_array(grad).reshape(self.param.size)
 
     def _group_hyperparameters(self, group, t):
         """This step's (lr, weight_decay) of a group as checked Python floats."""
@@ -153,8 +191,22 @@ class Optimizer:
         """Whether a step needs the gradient's norm or finiteness (clipping or skipping)."""
         return self.max_grad_norm is not None or self.skip_nonfinite
 
+    @property
+    def last_grad_norm(self):
+        """The gradient's global norm at the last step (after the ``grad_factor`` of a
+        data-parallel step), or None; computed only when clipping or skipping. On the GPU it
+        stays on the device until read here."""
+        if self._last_grad_norm is _NORM_ON_DEVICE:
+            self._last_grad_norm = math.sqrt(self._norm.read()) * self._norm_factor
+        return self._last_grad_norm
+
     def grad_norm_info(self, grad):
         """``(sum of squares, any non-finite value)`` of a flat gradient."""
+        if self._backend is not None:
+            if self._norm is None:
+                self._norm = self._backend.GradNorm(self.param.size)
+            self._norm.compute(grad)
+            return self._norm.host_info(grad)
         sumsq = self._reduce(grad, self._partials)
         nonfinite = not math.isfinite(sumsq) and (math.isnan(sumsq) or
                                                   bool(cpu.count_nonfinite(grad)))
@@ -164,15 +216,31 @@ class Optimizer:
         scale = -factor if self.maximize else factor
         if not self.needs_grad_norm():
             return scale
+        if self._backend is not None:
+            return self._device_grad_scale(grad, scale, factor)
         sumsq, nonfinite = self.grad_norm_info(grad) if norm_info is None else norm_info
         norm = math.sqrt(sumsq) * factor
-        self.last_grad_norm = norm
+        self._last_grad_norm = norm
         if nonfinite and self.skip_nonfinite:
             return None
         if self.max_grad_norm is not None:
             coefficient = self.max_grad_norm / (norm + 1e-6)
             # a NaN norm gives a NaN factor, as torch's clip_grad_norm_ does
             scale *= coefficient if not coefficient >= 1.0 else 1.0
+        return scale
+
+    def _device_grad_scale(self, grad, scale, factor):
+        """The GPU's ``_grad_scale``: the norm is reduced on the device and the update
+        kernel computes the clipping factor from it; only ``skip_nonfinite`` reads it back
+        (the step has to return whether it skipped)."""
+        if self._norm is None:
+            self._norm = self._backend.GradNorm(self.param.size)
+        sumsq = self._norm.compute(grad)
+        self._last_grad_norm, self._norm_factor = _NORM_ON_DEVICE, factor
+        if self.skip_nonfinite and self._norm.host_info(grad)[1]:
+            return None
+        if self.max_grad_norm is not None:
+            self._clip = (sumsq, factor, self.max_grad_norm)
         return scale
 
     def zero_grad(self):
@@ -198,7 +266,7 @@ class Optimizer:
                                        np.int64)}
         for name, value in self.state.items():
             if name != "step":
-                sd[name] = value.copy()
+                sd[name] = value.copy() if self._backend is None else self._backend.to_host(value)
         return sd
 
     def load_state_dict(self, state_dict):
@@ -246,13 +314,19 @@ class Optimizer:
                                  f"({self.param.size},) but got {value.dtype} {value.shape}")
             arrays[name] = value
         for name, value in arrays.items():
-            np.copyto(self.state[name], value, casting="same_kind")
+            if self._backend is None:
+                np.copyto(self.state[name], value, casting="same_kind")
+            else:
+                self._backend.copy_from_host(self.state[name], value)
         self.state["step"] = int(step)
         self.skipped_steps = int(skipped)
 
     def _shard(self, start, stop):
         """The same optimizer over ``param[start:stop]`` only (with its share of the state
         and of the parameter groups), updating that view of this optimizer's parameters."""
+        if self._backend is not None:
+            raise NotImplementedError("sharding (DataParallel(zero=True)) works on host "
+                                      "buffers only; this optimizer is on the GPU")
         twin = object.__new__(type(self))
         twin.__dict__.update(self.__getstate__())
         twin._params = twin.param = self.param[start:stop]
@@ -271,12 +345,17 @@ class Optimizer:
 
     # -- copies ------------------------------------------------------------------------
     def __getstate__(self):
+        if self._backend is not None:
+            raise TypeError("an optimizer on the GPU cannot be pickled or deep-copied: save "
+                            "state_dict() (host arrays) and load_state_dict() it into a new one")
         state = dict(self.__dict__)
-        for key in ("_segments", "_partials", "_reduce", "param"):
+        for key in ("_segments", "_partials", "_reduce", "_clip", "_no_clip", "param"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state):
+        if "last_grad_norm" in state:  # saved before it became a property
+            state["_last_grad_norm"] = state.pop("last_grad_norm")
         self.__dict__.update(state)
         if "param" not in state:
             params = self._params
@@ -285,7 +364,9 @@ class Optimizer:
 
     def __repr__(self):
         options = ", ".join(f"{k}={v!r}" for k, v in self._options().items())
-        return f"{type(self).__name__}(size={self.param.size}, dtype={self.dtype}, {options})"
+        where = "" if self._backend is None else ", device='cuda'"
+        return (f"{type(self).__name__}(size={self.param.size}, dtype={self.dtype}{where}, "
+                f"{options})")
 
     def _options(self):
         return {"lr": self.param_groups[0]["lr"], **self.defaults}
@@ -296,14 +377,23 @@ def check_lr_scale(value):
                         lambda v: 0 <= v < math.inf)
 
 
-def _resolve_params(params):
+def _resolve_params(params, device):
+    """``(params, flat parameter array, device)`` after the placement and layout checks."""
     if isinstance(params, FlatParams):
-        return params, params.data
+        return params, params.data, _device.resolve(device, params.device)
     if isinstance(params, np.ndarray):
+        _device.resolve(device, "cpu")
         check_buffer("params", params)
-        return params, params.reshape(-1)
-    raise TypeError("params argument given to the optimizer should be a fastopt.FlatParams "
-                    f"or a numpy.ndarray, but got {type(params).__name__}")
+        return params, params.reshape(-1), "cpu"
+    if _device.is_device_array(params):
+        _device.resolve(device, "cuda")
+        backend = _device.cuda_backend()
+        layout = backend.device_layout(params)
+        check_device_buffer("params", layout)
+        return params, backend.as_device_array(params).reshape(math.prod(layout[0])), "cuda"
+    raise TypeError("params argument given to the optimizer should be a fastopt.FlatParams, "
+                    "a numpy.ndarray or a device array (numba.cuda, CuPy, a torch CUDA "
+                    f"tensor), but got {type(params).__name__}")
 
 
 def _resolve_groups(params, size, default, param_groups):

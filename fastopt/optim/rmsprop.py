@@ -35,7 +35,7 @@ class RMSprop(Optimizer):
     momentum : float, default 0
     centered : bool, default False
         Normalise by an estimate of the gradient's variance instead of its second moment.
-    maximize, param_groups, max_grad_norm, skip_nonfinite
+    maximize, param_groups, max_grad_norm, skip_nonfinite, device
         As for :class:`fastopt.SGD`.
 
     Notes
@@ -55,10 +55,11 @@ class RMSprop(Optimizer):
     """
 
     _kernels = (cpu.rmsprop_serial, cpu.rmsprop_parallel)
+    _cuda_kernel = "rmsprop"
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, *, maximize=False, param_groups=None, max_grad_norm=None,
-                 skip_nonfinite=False):
+                 skip_nonfinite=False, device="auto"):
         self.alpha = check_number("alpha value", alpha, "0 <= alpha <= 1",
                                   lambda v: 0 <= v <= 1)
         self.eps = check_nonnegative("epsilon value", eps)
@@ -69,7 +70,7 @@ class RMSprop(Optimizer):
                          "maximize": maximize}
         super().__init__(params, lr=lr, weight_decay=weight_decay, maximize=maximize,
                          param_groups=param_groups, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite)
+                         skip_nonfinite=skip_nonfinite, device=device)
 
     def _state_fill(self):
         fill = {"square_avg": 0.0}

@@ -52,7 +52,13 @@ class SGD(Optimizer):
     skip_nonfinite : bool, default False
         Skip the whole step (params and state untouched, ``step()`` returns False) when
         the gradient contains NaN or inf. By default non-finite values propagate, as in
-        torch.
+        torch. On the GPU this reads the gradient's norm back each step (one small
+        synchronising copy), since the step must return whether it skipped.
+    device : {"auto", "cpu", "cuda"}, default "auto"
+        Where to run. "auto" follows the parameters: a FlatParams on the GPU or a device
+        array (numba.cuda, CuPy, a detached torch CUDA tensor: anything with
+        ``__cuda_array_interface__``) is updated in place by CUDA kernels, zero-copy;
+        ``step(grad)`` then needs a device gradient. Needs the ``fastopt[cuda]`` extra.
 
     Notes
     -----
@@ -74,10 +80,11 @@ class SGD(Optimizer):
     """
 
     _kernels = (cpu.sgd_serial, cpu.sgd_parallel)
+    _cuda_kernel = "sgd"
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, param_groups=None, max_grad_norm=None,
-                 skip_nonfinite=False):
+                 skip_nonfinite=False, device="auto"):
         self.momentum = check_nonnegative("momentum value", momentum)
         self.dampening = check_number("dampening value", dampening, "a finite number",
                                       lambda v: abs(v) < float("inf"))
@@ -90,7 +97,7 @@ class SGD(Optimizer):
                          "maximize": maximize}
         super().__init__(params, lr=lr, weight_decay=weight_decay, maximize=maximize,
                          param_groups=param_groups, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite)
+                         skip_nonfinite=skip_nonfinite, device=device)
 
     def _state_fill(self):
         return {"momentum_buffer": 0.0} if self.momentum != 0 else {}

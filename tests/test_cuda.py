@@ -1,0 +1,157 @@
+"""The CUDA backend without a GPU: the simulator suite (tests/cuda, in its own process),
+every kernel compiled for real to PTX, and the errors for a missing extra, driver or GPU."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastopt
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cuda_kernels():
+    """fastopt.kernels.cuda, or a skip; in CI a missing numba-cuda fails the test."""
+    try:
+        import numba_cuda  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("numba-cuda is required for the CUDA tests in CI: "
+                        "pip install -e '.[test]'")
+        pytest.skip("numba-cuda not installed (pip install -e '.[test]')")
+    from fastopt.kernels import cuda
+    return cuda
+
+
+def test_simulator_suite_passes(cuda_kernels):
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", FASTOPT_CUDA_TESTS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/cuda", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    summary = output.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary and "failed" not in summary, \
+        summary
+
+
+def ptx_signatures(dtype):
+    from numba import boolean, float64, int64
+    from numba.np.numpy_support import from_dtype
+    a, norm, f = from_dtype(np.dtype(dtype))[::1], float64[::1], float64
+    return {
+        "sgd": (a, a, a, norm, f, f, f, f, f, f, f, boolean, boolean),
+        "adagrad": (a, a, a, norm, f, f, f, f, f, f),
+        "rmsprop": (a, a, a, a, a, norm, f, f, f, f, f, f, f, f, f, boolean),
+        "adam": (a, a, a, a, a, norm, f, f, f, f, f, f, f, f, f, f, f, boolean),
+        "block_sums": (a, float64[::1], boolean),
+        "count_nonfinite": (a, int64[::1]),
+        "_fill": (a, f),
+    }
+
+
+UPDATE_KERNELS = ("sgd", "adagrad", "rmsprop", "adam")
+
+
+@pytest.mark.parametrize("cc", [(8, 0), (9, 0)], ids=["sm80", "sm90"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_kernel_compiles_to_ptx(cuda_kernels, dtype, cc):
+    """A real NVVM compilation (no GPU needed): catches typing errors the simulator, which
+    runs the kernels as Python, would let through."""
+    from numba import cuda
+    suffix = "f32" if dtype == np.float32 else "f64"
+    for name, signature in ptx_signatures(dtype).items():
+        ptx, _ = cuda.compile_ptx(getattr(cuda_kernels, name).py_func, signature, cc=cc)
+        assert f".target sm_{cc[0]}{cc[1]}" in ptx, name
+        assert ".approx" not in ptx and "div.full" not in ptx, f"{name}: inexact math"
+        if name in UPDATE_KERNELS:
+            assert f"ld.global.{suffix}" in ptx and f"st.global.{suffix}" in ptx, name
+        if name in ("adagrad", "rmsprop", "adam"):  # IEEE-rounded, as on the CPU
+            assert f"div.rn.{suffix}" in ptx and f"sqrt.rn.{suffix}" in ptx, name
+
+
+def test_importing_fastopt_never_imports_numba_cuda():
+    code = ("import sys, numpy as np, fastopt\n"
+            "p = fastopt.FlatParams({'w': np.zeros(3, np.float32)})\n"
+            "fastopt.Adam(p, max_grad_norm=1.0).step()\n"
+            "loaded = [m for m in sys.modules if m.startswith(('numba.cuda', 'numba_cuda'))]\n"
+            "assert not loaded, loaded\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def no_gpu(cuda_kernels):
+    if cuda_kernels.cuda.is_available():
+        pytest.skip("this machine has a GPU: the no-GPU error cannot happen")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: fastopt.Adam(np.zeros(3, np.float32), device="cuda"),
+    lambda: fastopt.SGD(fastopt.FlatParams([np.zeros(3)]), lr=0.1, device="cuda"),
+    lambda: fastopt.FlatParams({"w": np.zeros(3)}, device="cuda"),
+    lambda: fastopt.FlatParams({"w": np.zeros(3)}).to("cuda"),
+], ids=["array", "flatparams", "pack", "to"])
+def test_asking_for_cuda_without_a_gpu_says_what_is_missing(cuda_kernels, make):
+    no_gpu(cuda_kernels)
+    with pytest.raises(RuntimeError, match=r"device='cuda' needs a usable NVIDIA GPU, but "
+                                           r"none was found: CUDA driver library cannot be found"):
+        make()
+
+
+def test_asking_for_cuda_without_numba_cuda_names_the_extra(hide_module):
+    hide_module("numba_cuda")
+    with pytest.raises(ImportError, match=r"needs numba-cuda.*pip install 'fastopt\[cuda\]'"):
+        fastopt.RMSprop(np.zeros(3), device="cuda")
+
+
+class FakeDeviceArray:
+    """An object with ``__cuda_array_interface__`` only, as CuPy or torch hand one over."""
+
+    def __init__(self, shape, typestr="<f4", strides=None, readonly=False):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr,
+                                         "strides": strides, "data": (1 << 20, readonly),
+                                         "version": 3}
+
+
+def test_device_arrays_are_recognised_without_importing_cuda():
+    from fastopt import _device
+    assert _device.is_device_array(FakeDeviceArray((3,)))
+    assert not _device.is_device_array(np.zeros(3))
+
+
+def test_cpu_optimizer_refuses_device_arrays_before_touching_cuda():
+    with pytest.raises(ValueError, match="device='cpu', but params are in GPU memory"):
+        fastopt.Adam(FakeDeviceArray((4,)), device="cpu")
+
+
+@pytest.mark.parametrize("device", ["gpu", "CUDA", None, 0])
+def test_invalid_device_names(device):
+    with pytest.raises(ValueError, match=r"Invalid device: .* \(expected 'cpu', 'cuda' or "
+                                         r"'auto'\)"):
+        fastopt.SGD(np.zeros(3), lr=0.1, device=device)
+
+
+@pytest.mark.parametrize("array, error, message", [
+    (FakeDeviceArray((3, 4), strides=(4, 16)), ValueError, "must be C-contiguous"),
+    (FakeDeviceArray((3,), readonly=True), ValueError, "must be writeable"),
+    (FakeDeviceArray((3,), typestr="<f2"), TypeError, "must be float32 or float64"),
+    (FakeDeviceArray((0,)), ValueError, "empty parameter list"),
+])
+def test_device_array_layout_checks(cuda_kernels, array, error, message):
+    from fastopt._validation import check_device_buffer
+    with pytest.raises(error, match=message):
+        check_device_buffer("params", cuda_kernels.device_layout(array))
+
+
+def test_device_array_layout_of_a_contiguous_array(cuda_kernels):
+    from fastopt._validation import check_device_like
+    layout = cuda_kernels.device_layout(FakeDeviceArray((3, 4), strides=(16, 4)))
+    assert layout == ((3, 4), np.dtype(np.float32), True, True)
+    check_device_like("grad", layout, (3, 4), np.dtype(np.float32))
+    with pytest.raises(ValueError, match=r"expects \(12,\) but got \(3, 4\)"):
+        check_device_like("grad", layout, (12,), np.dtype(np.float32))
