@@ -6,15 +6,16 @@
 For each size it measures, in one process, a device-to-device copy of the parameter buffer
 (the bandwidth ceiling: 2 words moved per element), then each optimizer's ``step(grad)``
 on device buffers, and torch's fused CUDA Adam and AdamW on the same number of parameters
-when torch with CUDA is installed. Reported per row: milliseconds per step (wall time over
-``repeat`` back-to-back steps, ended by a device synchronisation, so launch overhead
-counts), achieved GB/s counting the words each algorithm must move per element (Adam
-reads p, g, m, v and writes p, m, v: 7), the fraction of the copy's GB/s, and for Adam and
-AdamW the ratio of torch fused's step time to fastopt's (> 1: fastopt is faster).
+when torch with CUDA is installed. Reported per row: milliseconds per step (the median of
+5 timings, each the wall time of back-to-back steps ended by a device synchronisation, so
+launch overhead counts; at least ``repeat`` steps and enough for about 10 GB of traffic),
+achieved GB/s counting the words each algorithm must move per element (Adam reads p, g,
+m, v and writes p, m, v: 7), the fraction of the copy's GB/s, and for Adam and AdamW the
+ratio of torch fused's step time to fastopt's (> 1: fastopt is faster).
 
-Buffers are freed between sizes; 1e9 float32 Adam needs 16 GB of device memory. Under
-numba-cuda's simulator (``NUMBA_ENABLE_CUDASIM=1``) it runs with tiny sizes as a smoke test,
-and the timings mean nothing.
+Buffers are released between phases; 1e9 float32 Adam needs 16 GB of device memory. Under
+numba-cuda's simulator (``NUMBA_ENABLE_CUDASIM=1``) pass tiny ``--sizes``: it is then a
+smoke test, and its timings mean nothing.
 """
 import argparse
 import gc
@@ -38,11 +39,30 @@ OPTIMIZERS = [  # (label, class, options, words moved per element)
 def timed(step, sync, repeat):
     step()  # compiles (or loads from the cache) and warms up
     sync()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        step()
-    sync()
-    return (time.perf_counter() - start) / repeat
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeat):
+            step()
+        sync()
+        times.append((time.perf_counter() - start) / repeat)
+    return float(np.median(times))
+
+
+def steps_for(size, itemsize, repeat):
+    """At least ``repeat`` steps, and enough for about 10 GB of traffic per timing (on a
+    GPU: the simulator runs exactly ``repeat``)."""
+    if kernels.simulated():
+        return repeat
+    return max(repeat, min(2000, int(1e10 // (7 * size * itemsize))))
+
+
+def release(cuda):
+    """Free device memory now: numba defers frees until many are pending."""
+    gc.collect()
+    deallocations = getattr(cuda.current_context(), "deallocations", None)
+    if deallocations is not None:
+        deallocations.clear()
 
 
 def torch_cuda():
@@ -59,12 +79,14 @@ def bench_size(size, dtype, repeat, torch):
     cuda = kernels.cuda
     sync = cuda.synchronize
     itemsize = np.dtype(dtype).itemsize
+    repeat = steps_for(size, itemsize, repeat)
     rows = []
     src, dst = kernels.full(size, 1.0, dtype), kernels.empty(size, dtype)
     seconds = timed(lambda: dst.copy_to_device(src), sync, repeat)
     copy_gbs = 2 * size * itemsize / seconds / 1e9
     rows.append({"size": size, "name": "copy", "ms": seconds * 1e3, "gbs": copy_gbs})
     del src, dst
+    release(cuda)
     grad = kernels.full(size, 1e-3, dtype)
     for label, name, options, words in OPTIMIZERS:
         param = kernels.full(size, 1.0, dtype)
@@ -74,9 +96,9 @@ def bench_size(size, dtype, repeat, torch):
         rows.append({"size": size, "name": label, "ms": seconds * 1e3, "gbs": gbs,
                      "of_copy": gbs / copy_gbs})
         del opt, param
-        gc.collect()
+        release(cuda)
     del grad
-    gc.collect()
+    release(cuda)
     if torch is not None:
         for name, row in (("Adam", rows[-2]), ("AdamW", rows[-1])):
             p = torch.nn.Parameter(torch.ones(size, dtype=getattr(torch, np.dtype(dtype).name),

@@ -29,8 +29,13 @@ def cuda_backend():
 def is_device_array(obj):
     """A numba.cuda device array or any object exposing ``__cuda_array_interface__``
     (CuPy arrays, torch CUDA tensors), recognised without importing numba.cuda."""
-    return bool(getattr(obj, "__cuda_ndarray__", False)) or hasattr(
-        obj, "__cuda_array_interface__")
+    if getattr(obj, "__cuda_ndarray__", False):
+        return True
+    try:
+        return hasattr(obj, "__cuda_array_interface__")
+    except RuntimeError as error:  # torch: a CUDA tensor that requires grad
+        raise TypeError(f"{error} -- fastopt updates parameters in place: pass "
+                        "tensor.detach(), which shares the tensor's memory") from None
 
 
 def resolve(device, located, what="params"):

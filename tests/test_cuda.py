@@ -49,7 +49,7 @@ def ptx_signatures(dtype):
         "rmsprop": (a, a, a, a, a, norm, f, f, f, f, f, f, f, f, f, boolean),
         "adam": (a, a, a, a, a, norm, f, f, f, f, f, f, f, f, f, f, f, boolean),
         "block_sums": (a, float64[::1], boolean),
-        "count_nonfinite": (a, int64[::1]),
+        "flag_nonfinite": (a, int64[::1]),
         "_fill": (a, f),
     }
 
@@ -155,3 +155,36 @@ def test_device_array_layout_of_a_contiguous_array(cuda_kernels):
     check_device_like("grad", layout, (3, 4), np.dtype(np.float32))
     with pytest.raises(ValueError, match=r"expects \(12,\) but got \(3, 4\)"):
         check_device_like("grad", layout, (12,), np.dtype(np.float32))
+
+
+class RequiresGradTensor:
+    """Behaves like a torch CUDA tensor that requires grad: its interface raises."""
+
+    @property
+    def __cuda_array_interface__(self):
+        raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires "
+                           "grad. If gradients aren't required, use var.detach() to get "
+                           "Variable that doesn't require grad.")
+
+
+def test_a_tensor_that_requires_grad_gets_a_fastopt_error():
+    with pytest.raises(TypeError, match=r"requires grad.*pass tensor\.detach\(\), which shares"):
+        fastopt.Adam(RequiresGradTensor())
+    with pytest.raises(TypeError, match=r"pass tensor\.detach\(\)"):
+        fastopt.FlatParams([RequiresGradTensor()])
+
+
+def test_small_grids_are_configured_without_a_low_occupancy_warning(cuda_kernels,
+                                                                    monkeypatch):
+    """numba-cuda warns for grids under 128 blocks; fastopt asks for small grids on
+    purpose (small groups, the reduction's one-block second pass)."""
+    import warnings
+    if cuda_kernels.simulated():
+        pytest.skip("the simulator does not warn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(Warning, match="Grid size 1 will likely result"):
+            cuda_kernels.block_sums[1, 8]
+        cuda_kernels.configure(cuda_kernels.block_sums, (1, 8))
+        monkeypatch.setattr(cuda_kernels, "MAX_BLOCKS", 3)  # no device to ask here
+        cuda_kernels.launcher(cuda_kernels.adam, 10)

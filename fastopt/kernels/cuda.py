@@ -17,6 +17,7 @@ results agree with the CPU kernels to a few ulp, not bit for bit; under the CUDA
 (``NUMBA_ENABLE_CUDASIM=1``) they are bit for bit.
 """
 import math
+import warnings
 
 import numpy as np
 from numba import config as numba_config
@@ -35,7 +36,7 @@ from numba import cuda  # noqa: E402  (after the check, so the error names the e
 
 THREADS_PER_BLOCK = 256
 """Threads per block of every launch (a power of two, at most ``MAX_THREADS_PER_BLOCK``)."""
-BLOCKS_PER_SM = 16
+BLOCKS_PER_SM = 8
 MAX_BLOCKS = None
 """Grid size cap; None means ``BLOCKS_PER_SM`` x the device's multiprocessor count. Larger
 buffers are covered by the grid-stride loops."""
@@ -69,20 +70,25 @@ def launch_shape(size):
     return max(1, min(-(-size // threads), _max_blocks())), threads
 
 
-class Launch:
-    """A kernel bound to a launch shape for a buffer size: ``Launch(adam, size)(*args)``.
+def configure(kernel, shape):
+    """``kernel[shape]``, made once and kept.
 
-    The shape is applied at each call (``kernel[shape](*args)``) rather than kept as a
-    configured kernel, because the simulator's ``kernel[shape]`` changes the kernel itself.
+    Small grids are intended here (small buffers, the reduction's one-block second pass),
+    so numba-cuda's low-occupancy warning is silenced while configuring. The simulator's
+    ``kernel[shape]`` changes the kernel object itself, so there the shape is applied at
+    each call instead.
     """
+    if simulated():
+        return lambda *args: kernel[shape](*args)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result in GPU "
+                                "under-utilization")
+        return kernel[shape]
 
-    __slots__ = ("kernel", "shape")
 
-    def __init__(self, kernel, size):
-        self.kernel, self.shape = kernel, launch_shape(size)
-
-    def __call__(self, *args):
-        self.kernel[self.shape](*args)
+def launcher(kernel, size):
+    """``kernel`` configured for a grid-stride loop over ``size`` elements."""
+    return configure(kernel, launch_shape(size))
 
 
 def _max_blocks():
@@ -93,10 +99,22 @@ def _max_blocks():
 
 
 # -- arrays --------------------------------------------------------------------------------
-def is_device_array(obj):
-    """A numba device array or any object exposing ``__cuda_array_interface__``."""
-    return bool(getattr(obj, "__cuda_ndarray__", False)) or hasattr(
-        obj, "__cuda_array_interface__")
+def array_key(obj):
+    """``(id, address, shape, type)`` of a device array: while these are unchanged, a view
+    made by :func:`unowned_view` still describes the same memory."""
+    if getattr(obj, "__cuda_ndarray__", False) and simulated():
+        desc = obj.__array_interface__  # the simulator's arrays are NumPy arrays
+    else:
+        desc = obj.__cuda_array_interface__
+    return id(obj), desc["data"][0], tuple(desc["shape"]), desc["typestr"]
+
+
+def unowned_view(obj):
+    """A numba view of a device array that does not keep its memory alive (so a cached
+    view of last step's gradient does not hold that gradient's memory)."""
+    if simulated():
+        return obj
+    return cuda.from_cuda_array_interface(obj.__cuda_array_interface__, owner=None, sync=False)
 
 
 def as_device_array(obj):
@@ -136,10 +154,16 @@ def full(size, value, dtype):
     return array
 
 
+_fillers = {}
+
+
 def fill(array, value):
     if array.size:
-        blocks, threads = launch_shape(array.size)
-        _fill[blocks, threads](array, value)
+        key = (array.size, THREADS_PER_BLOCK, MAX_BLOCKS)
+        if key not in _fillers:
+            _fillers.clear()
+            _fillers[key] = launcher(_fill, array.size)
+        _fillers[key](array, value)
 
 
 def to_host(array):
@@ -303,11 +327,12 @@ def block_sums(values, sums, square):
 
 
 @_kernel
-def count_nonfinite(values, count):
-    """``count[0] +=`` the number of NaN or infinite elements."""
+def flag_nonfinite(values, flag):
+    """Set ``flag[0] = 1`` if any element is NaN or infinite (a plain store: every writer
+    writes the same value, so no atomics are needed)."""
     for i in range(cuda.grid(1), values.size, cuda.gridsize(1)):
         if math.isnan(values[i]) or math.isinf(values[i]):
-            cuda.atomic.add(count, 0, int64(1))
+            flag[0] = int64(1)
 
 
 @_kernel
@@ -327,16 +352,19 @@ class GradNorm:
 
     def __init__(self, size):
         self.size = size
-        self.shape = launch_shape(size)
-        self.partials = cuda.device_array(self.shape[0], np.float64)
+        blocks, threads = launch_shape(size)
+        self.partials = cuda.device_array(blocks, np.float64)
         self.sumsq = cuda.device_array(1, np.float64)
-        self.count = cuda.device_array(1, np.int64)
+        self.flag = cuda.device_array(1, np.int64)
         self.host_sumsq = np.zeros(1, np.float64)
-        self.host_count = np.zeros(1, np.int64)
+        self.host_flag = np.zeros(1, np.int64)
+        self._first = configure(block_sums, (blocks, threads))
+        self._second = configure(block_sums, (1, threads))
+        self._flag = configure(flag_nonfinite, (blocks, threads))
 
     def compute(self, grad):
-        block_sums[self.shape](grad, self.partials, True)
-        block_sums[1, self.shape[1]](self.partials, self.sumsq, False)
+        self._first(grad, self.partials, True)
+        self._second(self.partials, self.sumsq, False)
         return self.sumsq
 
     def host_info(self, grad):
@@ -344,10 +372,11 @@ class GradNorm:
         sumsq = self.read()
         if math.isfinite(sumsq) or math.isnan(sumsq):
             return sumsq, not math.isfinite(sumsq)
-        self.count.copy_to_device(np.zeros(1, np.int64))
-        count_nonfinite[self.shape](grad, self.count)
-        self.count.copy_to_host(self.host_count)
-        return sumsq, bool(self.host_count[0])
+        self.host_flag[0] = 0
+        self.flag.copy_to_device(self.host_flag)
+        self._flag(grad, self.flag)
+        self.flag.copy_to_host(self.host_flag)
+        return sumsq, bool(self.host_flag[0])
 
     def read(self):
         """The last computed sum of squares, copied to the host (synchronises)."""

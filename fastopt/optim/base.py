@@ -80,7 +80,7 @@ class Optimizer:
         for group in self.param_groups:
             s = slice(group["start"], group["stop"])
             if backend is not None:
-                kernel = backend.Launch(getattr(backend, self._cuda_kernel), s.stop - s.start)
+                kernel = backend.launcher(getattr(backend, self._cuda_kernel), s.stop - s.start)
             elif s.stop - s.start >= _config.PARALLEL_MIN_SIZE:
                 kernel = parallel
             else:
@@ -89,7 +89,7 @@ class Optimizer:
             self._segments.append((group, s, kernel, self.param[s], grad,
                                    tuple(a[s] if a.size else a for a in state)))
         if backend is not None:
-            self._norm = None
+            self._norm = self._info_norm = self._device_grad = None
             self._no_clip = self._clip = (backend.empty(0, np.float64), 1.0, 0.0)
             return
         self._no_clip = self._clip = ()
@@ -142,9 +142,12 @@ class Optimizer:
             return False
         step = t + 1
         clip = self._clip
-        for (_, s, kernel, param, group_grad, state), (lr, wd) in zip(self._segments, hyper):
+        group_grads = self._device_grad[2] if self._backend is not None and grad is not None \
+            else None
+        for index, ((_, s, kernel, param, group_grad, state), (lr, wd)) in enumerate(
+                zip(self._segments, hyper)):
             if grad is not None:
-                group_grad = flat_grad[s]
+                group_grad = flat_grad[s] if group_grads is None else group_grads[index]
             kernel(param, group_grad, *state, *clip,
                    *self._host_scalars(lr, wd, step, grad_scale))
         self.state["step"] = step
@@ -165,6 +168,14 @@ class Optimizer:
         return grad if grad.ndim == 1 else grad.reshape(-1)
 
     def _flat_device_grad(self, grad):
+        """The flat device view of a device gradient, checked. Wrapping costs more than a
+        small update on a GPU, so the views of the last gradient are kept (without keeping
+        its memory alive) and reused while the same object has the same address, shape and
+        dtype."""
+        cached = self._device_grad
+        if cached is not None and _device.is_device_array(grad) and \
+                cached[0] == self._backend.array_key(grad):
+            return cached[1]
         if not _device.is_device_array(grad):
             raise TypeError("grad must be a device array (the parameters are on the GPU), but "
                             f"got {type(grad).__name__}: fastopt copies nothing per step, so "
@@ -172,7 +183,10 @@ class Optimizer:
         shape = ((self.param.size,) if isinstance(self._params, FlatParams)
                  else tuple(self._params.shape))
         check_device_like("grad", self._backend.device_layout(grad), shape, self.dtype)
-        return self._backend.as_device_array(grad).reshape(self.param.size)
+        flat = self._backend.unowned_view(grad).reshape(self.param.size)
+        self._device_grad = (self._backend.array_key(grad), flat,
+                             [flat[s] for _, s, *_ in self._segments])
+        return flat
 
     def _group_hyperparameters(self, group, t):
         """This step's (lr, weight_decay) of a group as checked Python floats."""
@@ -202,11 +216,11 @@ class Optimizer:
 
     def grad_norm_info(self, grad):
         """``(sum of squares, any non-finite value)`` of a flat gradient."""
-        if self._backend is not None:
-            if self._norm is None:
-                self._norm = self._backend.GradNorm(self.param.size)
-            self._norm.compute(grad)
-            return self._norm.host_info(grad)
+        if self._backend is not None:  # its own buffers: last_grad_norm reads self._norm
+            if self._info_norm is None:
+                self._info_norm = self._backend.GradNorm(self.param.size)
+            self._info_norm.compute(grad)
+            return self._info_norm.host_info(grad)
         sumsq = self._reduce(grad, self._partials)
         nonfinite = not math.isfinite(sumsq) and (math.isnan(sumsq) or
                                                   bool(cpu.count_nonfinite(grad)))

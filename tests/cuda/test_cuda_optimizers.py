@@ -292,6 +292,22 @@ def test_bad_gradients_raise_and_change_nothing(rng):
     assert opt.step(cuda.to_device(np.ones((3, 5), np.float32)))
 
 
+def test_the_gradient_wrapping_is_reused_for_the_same_array(rng):
+    p0 = rng.standard_normal(SIZES[-1])
+    d = cuda.to_device(p0)
+    opt = fastopt.SGD(d, lr=0.125, param_groups=[{"params": slice(0, 1), "lr": 0.25}])
+    g = cuda.to_device(np.ones(d.size))
+    opt.step(g)
+    cached = opt._device_grad
+    opt.step(g)
+    assert opt._device_grad is cached
+    other = cuda.to_device(np.full(d.size, 2.0))
+    opt.step(other)
+    assert opt._device_grad is not cached
+    lr = np.where(np.arange(d.size) < 1, 0.25, 0.125)
+    np.testing.assert_allclose(d.copy_to_host(), p0 - lr * 4, rtol=1e-15, atol=1e-15)
+
+
 def test_placement_errors(rng):
     d = cuda.to_device(np.zeros(4, np.float32))
     with pytest.raises(ValueError, match="device='cpu', but params are in GPU memory"):
