@@ -4,7 +4,8 @@ import math
 
 import numpy as np
 
-from ._validation import check_buffer
+from . import _device
+from ._validation import check_buffer, check_device_buffer
 from .buffers import FlatParams
 
 
@@ -12,13 +13,26 @@ class Problem:
     """``loss_grad(params, grad[, batch])`` returns the cost at ``params`` and writes the
     gradient into ``grad``. For a FlatParams, ``params`` is the FlatParams and ``grad`` its
     flat gradient buffer (the ``grads`` views write into it); for an array, ``grad`` is an
-    array of the same shape."""
+    array of the same shape. On the GPU (a FlatParams with ``device="cuda"``, or a 1-D
+    device array) both are device arrays and the snapshot is kept on the device."""
 
     def __init__(self, loss_grad, params, batches=None):
         if not callable(loss_grad):
             raise TypeError(f"loss_grad must be callable, got {type(loss_grad).__name__}")
+        self._backend = None
         if isinstance(params, FlatParams):
             self.params, self.data, self.grad = params, params.data, params.grad
+            self._backend = params._backend
+        elif _device.is_device_array(params):
+            backend = _device.cuda_backend()
+            layout = backend.device_layout(params)
+            check_device_buffer("params", layout)
+            if len(layout[0]) != 1:
+                raise ValueError(f"params must be a 1-D array (or a FlatParams), got shape "
+                                 f"{layout[0]}")
+            self.params, self.data = params, backend.as_device_array(params)
+            self.grad = backend.full(self.data.size, 0.0, layout[1])
+            self._backend = backend
         elif isinstance(params, np.ndarray):
             check_buffer("params", params)
             if params.ndim != 1:
@@ -27,20 +41,35 @@ class Problem:
             self.params, self.data = params, params
             self.grad = np.zeros_like(params)
         else:
-            raise TypeError("params must be a fastopt.FlatParams or a 1-D numpy array, got "
-                            f"{type(params).__name__}")
+            raise TypeError("params must be a fastopt.FlatParams or a 1-D numpy or device "
+                            f"array, got {type(params).__name__}")
         self.loss_grad = loss_grad
         if batches is not None and not (callable(batches) or hasattr(batches, "__len__")):
             raise TypeError("batches must be a sequence (used in the same order by every run) or "
                             "a callable returning a fresh iterator; a one-shot iterator cannot be "
                             "replayed for each learning rate")
         self.batches = batches
-        self._saved = (self.data.copy(), self.grad.copy())
+        copy = np.copy if self._backend is None else self._backend.copy_of
+        self._saved = (copy(self.data), copy(self.grad))
 
     def restore(self):
         """Put the parameters (and a FlatParams' gradient buffer) back bit for bit."""
-        np.copyto(self.data, self._saved[0])
-        np.copyto(self.grad, self._saved[1])
+        if self._backend is None:
+            np.copyto(self.data, self._saved[0])
+            np.copyto(self.grad, self._saved[1])
+        else:
+            self._backend.copy_device(self.data, self._saved[0])
+            self._backend.copy_device(self.grad, self._saved[1])
+
+    def zero_grad(self):
+        if self._backend is None:
+            self.grad.fill(0)
+        else:
+            self._backend.fill(self.grad, 0.0)
+
+    def host(self, array):
+        """``array`` as a host NumPy array (a copy when it lives on the GPU)."""
+        return array if self._backend is None else self._backend.to_host(array)
 
     def batch_stream(self):
         """A fresh iterator over the batches (None for full-batch problems)."""
@@ -50,7 +79,7 @@ class Problem:
 
     def cost(self, stream):
         """Evaluate ``loss_grad`` at the current parameters (on the next batch)."""
-        self.grad.fill(0)
+        self.zero_grad()
         if stream is None:
             value = self.loss_grad(self.params, self.grad)
         else:
@@ -70,7 +99,8 @@ class Problem:
         opt = optimizer(self.params, lr=lr, **options)
         if isinstance(self.params, FlatParams):
             return opt.step
-        return lambda: opt.step(self.grad)
+        grad = self.grad
+        return lambda: opt.step(grad)
 
 
 def diverged(cost, start, factor):

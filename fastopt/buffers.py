@@ -242,9 +242,7 @@ def _copy_to(buffer, source_backend, backend):
         return source_backend.to_host(buffer)
     if source_backend is None:
         return backend.to_device(buffer)
-    copy = backend.empty(buffer.size, buffer.dtype)
-    backend.copy_device(copy, buffer)
-    return copy
+    return backend.copy_of(buffer)
 
 
 def _common_dtype(names, values, dtype):

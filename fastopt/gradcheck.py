@@ -75,7 +75,7 @@ def check_grad(loss_grad, params, *, max_coordinates=50, coordinates=None, eps=N
     loss_grad : callable
         ``loss_grad(params, grad)`` (or ``(params, grad, batch)``) returns the cost and
         writes the gradient into ``grad``, as for :func:`fastopt.sweep`.
-    params : FlatParams or 1-D ndarray
+    params : FlatParams or 1-D float ndarray or device array
         The point to check at; restored bit for bit afterwards.
     max_coordinates : int, default 50
         Check every coordinate when there are at most this many; otherwise a random
@@ -99,9 +99,9 @@ def check_grad(loss_grad, params, *, max_coordinates=50, coordinates=None, eps=N
     evaluate = (lambda: problem.loss_grad(problem.params, problem.grad)) if batch is None \
         else (lambda: problem.loss_grad(problem.params, problem.grad, batch))
     try:
-        grad.fill(0)
+        problem.zero_grad()
         evaluate()
-        analytic_all = grad.astype(np.float64)
+        analytic_all = problem.host(grad).astype(np.float64)
         if coordinates is None:
             if data.size <= max_coordinates:
                 coordinates = np.arange(data.size)

@@ -34,7 +34,7 @@ def sweep(loss_grad, params, *, optimizer=SGD, lrs=None, iterations=50, batches=
         into ``grad``. For a FlatParams, ``params`` is the FlatParams and ``grad`` its flat
         gradient buffer (writing through ``params.grads[...]`` works too). With
         ``batches``, it is called as ``loss_grad(params, grad, batch)``.
-    params : FlatParams or 1-D float ndarray
+    params : FlatParams or 1-D float ndarray or device array
         The starting point.
     optimizer : optimizer class, default fastopt.SGD
         Built as ``optimizer(params, lr=lr, **optimizer_kwargs)`` for each run.

@@ -182,6 +182,13 @@ def copy_device(dst, src):
     dst.copy_to_device(src)
 
 
+def copy_of(array):
+    """A new device array holding a copy of ``array`` (device to device)."""
+    copy = cuda.device_array(array.size, array.dtype)
+    copy.copy_to_device(array)
+    return copy
+
+
 # -- kernels ---------------------------------------------------------------------------------
 def _kernel(function):
     return cuda.jit(**CUDA_JIT_OPTIONS)(function)
