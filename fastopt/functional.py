@@ -5,15 +5,19 @@ function validates its arguments, computes the step-dependent scalars on the hos
 the same fused kernel as the classes, in place. ``step`` is the number of the update being
 applied (1 for the first). All arrays must be C-contiguous, of the same dtype (float32 or
 float64) and the same shape; state arrays must be writeable and must not overlap ``param``.
+
+On the GPU: when ``param`` is a device array (numba.cuda, CuPy, a detached torch CUDA
+tensor), every array must be one, and the same CUDA kernel as the optimizer classes runs.
 """
 import math
 
 import numpy as np
 
-from . import _config
+from . import _config, _device
 from ._config import REDUCTION_BLOCK
-from ._validation import (check_betas, check_buffer, check_flag, check_like, check_lr,
-                          check_nonnegative, check_number, check_state_buffer)
+from ._validation import (check_betas, check_buffer, check_device_buffer, check_device_like,
+                          check_flag, check_like, check_lr, check_nonnegative, check_number,
+                          check_state_buffer)
 from .kernels import cpu
 from .optim import adagrad, adam, rmsprop, sgd
 
@@ -21,6 +25,8 @@ from .optim import adagrad, adam, rmsprop, sgd
 def _prepare(param, grad, *, unused=(), **state):
     """Validate and return flat views; a state named in ``unused`` (off for these options)
     becomes an empty array, every other state must be given."""
+    if _device.is_device_array(param):
+        return _prepare_device(param, grad, unused, state)
     check_buffer("param", param)
     check_like("grad", grad, param, "param")
     flat = [param.reshape(-1), grad.reshape(-1)]
@@ -40,6 +46,37 @@ def _prepare(param, grad, *, unused=(), **state):
     return flat
 
 
+def _prepare_device(param, grad, unused, state):
+    backend = _device.cuda_backend()
+    layout = backend.device_layout(param)
+    check_device_buffer("param", layout)
+    shape, dtype = layout[0], layout[1]
+    size = math.prod(shape)
+    given, flat = {}, []
+    for name, array in {"param": param, "grad": grad, **state}.items():
+        if name in unused:
+            flat.append(backend.empty(0, dtype))
+            continue
+        if array is None:
+            raise ValueError(f"{name} is required (got None)")
+        if not _device.is_device_array(array):
+            raise TypeError(f"{name} must be a device array like param, but got "
+                            f"{type(array).__name__}")
+        if name != "param":
+            array_layout = backend.device_layout(array)
+            check_device_like(name, array_layout, shape, dtype, "param")
+            if name != "grad" and not array_layout[3]:
+                raise ValueError(f"{name} must be writeable, but the device array is read-only")
+        start = backend.array_key(array)[1]
+        span = (start, start + size * dtype.itemsize)
+        for other, (lo, hi) in given.items():
+            if name not in ("param", "grad") and span[0] < hi and lo < span[1]:
+                raise ValueError(f"{name} must not share memory with {other}")
+        given[name] = span
+        flat.append(backend.as_device_array(array).reshape(size))
+    return flat
+
+
 def _check_step(step):
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"Invalid step: {step!r} (expected an integer >= 1, the number of "
@@ -47,9 +84,16 @@ def _check_step(step):
     return int(step)
 
 
-def _run(serial, parallel, arrays, scalars):
-    kernel = parallel if arrays[0].size >= _config.PARALLEL_MIN_SIZE else serial
-    kernel(*arrays, *scalars)
+def _run(name, arrays, scalars):
+    """Run algorithm ``name``'s kernel: the CUDA one for device arrays (without clipping),
+    else the serial or threaded CPU one by size."""
+    if not isinstance(arrays[0], np.ndarray):
+        backend = _device.cuda_backend()
+        no_clip = (backend.empty(0, np.float64), 1.0, 0.0)
+        backend.launcher(getattr(backend, name), arrays[0].size)(*arrays, *no_clip, *scalars)
+        return
+    threaded = arrays[0].size >= _config.PARALLEL_MIN_SIZE
+    getattr(cpu, f"{name}_{'parallel' if threaded else 'serial'}")(*arrays, *scalars)
 
 
 def _lr(lr):
@@ -77,7 +121,7 @@ def sgd_(param, grad, momentum_buffer=None, *, lr=1e-3, momentum=0, dampening=0,
     scalars = sgd.host_scalars(lr, weight_decay, momentum, dampening, nesterov,
                                check_flag("first_step", first_step),
                                -1.0 if check_flag("maximize", maximize) else 1.0)
-    _run(cpu.sgd_serial, cpu.sgd_parallel, arrays, scalars)
+    _run("sgd", arrays, scalars)
 
 
 def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0, weight_decay=0, eps=1e-10,
@@ -91,7 +135,7 @@ def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0, weight_decay=
     arrays = _prepare(param, grad, state_sum=state_sum)
     scalars = adagrad.host_scalars(lr, lr_decay, weight_decay, eps, step,
                                    -1.0 if check_flag("maximize", maximize) else 1.0)
-    _run(cpu.adagrad_serial, cpu.adagrad_parallel, arrays, scalars)
+    _run("adagrad", arrays, scalars)
 
 
 def rmsprop_(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr=1e-2,
@@ -109,7 +153,7 @@ def rmsprop_(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr
                       momentum_buffer=momentum_buffer, unused=unused)
     scalars = rmsprop.host_scalars(lr, alpha, eps, weight_decay, momentum, centered,
                                    -1.0 if check_flag("maximize", maximize) else 1.0)
-    _run(cpu.rmsprop_serial, cpu.rmsprop_parallel, arrays, scalars)
+    _run("rmsprop", arrays, scalars)
 
 
 def adam_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3,
@@ -127,12 +171,20 @@ def adam_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-
                       max_exp_avg_sq=max_exp_avg_sq, unused=() if amsgrad else ("max_exp_avg_sq",))
     scalars = adam.host_scalars(lr, betas, eps, weight_decay, decoupled, amsgrad, step,
                                 -1.0 if check_flag("maximize", maximize) else 1.0)
-    _run(cpu.adam_serial, cpu.adam_parallel, arrays, scalars)
+    _run("adam", arrays, scalars)
 
 
 def grad_norm(grad):
     """Global L2 norm of a gradient buffer, accumulated in float64 over fixed blocks (the
-    same value for any thread count)."""
+    same value for any thread count); on the GPU, by the optimizers' device reduction."""
+    if _device.is_device_array(grad):
+        backend = _device.cuda_backend()
+        layout = backend.device_layout(grad)
+        check_device_buffer("grad", layout[:3] + (True,))
+        flat = backend.as_device_array(grad).reshape(math.prod(layout[0]))
+        norm = backend.GradNorm(flat.size)
+        norm.compute(flat)
+        return math.sqrt(norm.read())
     check_buffer("grad", grad, writeable=False)
     flat = grad.reshape(-1)
     partials = np.empty(-(-flat.size // REDUCTION_BLOCK), np.float64)

@@ -340,3 +340,49 @@ def test_gpu_bench_script_runs(capsys):
     assert "GB/s" in out and "of copy" in out
     if SIMULATED:
         assert "simulator" in out
+
+
+FUNCTIONAL = [
+    ("sgd_", ["momentum_buffer"], {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+    ("adagrad_", ["state_sum"], {"step": 3, "lr": 0.1, "lr_decay": 0.01}),
+    ("rmsprop_", ["square_avg", "grad_avg", "momentum_buffer"],
+     {"lr": 0.01, "centered": True, "momentum": 0.5, "maximize": True}),
+    ("adam_", ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+     {"step": 4, "lr": 0.01, "amsgrad": True, "weight_decay": 0.1,
+      "decoupled_weight_decay": True}),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name, states, options", FUNCTIONAL, ids=[f[0] for f in FUNCTIONAL])
+def test_functional_updates_on_device_arrays_match_the_host(name, states, options, dtype,
+                                                            rng):
+    shape = (SIZES[-1],)
+    host = [rng.standard_normal(shape).astype(dtype) for _ in range(2 + len(states))]
+    host[2:] = [np.zeros(shape, dtype) for _ in states]  # a consistent starting state
+    device = [cuda.to_device(a) for a in host]
+    function = getattr(fastopt.functional, name)
+    for _ in range(3):
+        function(*host, **options)
+        function(*device, **options)
+    for index, (h, d) in enumerate(zip(host, device)):
+        assert_same(d.copy_to_host(), h, name=str(index))
+    assert fastopt.functional.grad_norm(device[1]) == pytest.approx(
+        fastopt.functional.grad_norm(host[1]), rel=1e-13)
+
+
+def test_functional_on_device_checks_before_running(rng):
+    p, g = (cuda.to_device(rng.standard_normal(SIZES[-1])) for _ in range(2))
+    m, v = (cuda.to_device(np.zeros(SIZES[-1])) for _ in range(2))
+    before = p.copy_to_host()
+    with pytest.raises(ValueError, match="exp_avg_sq is required"):
+        fastopt.functional.adam_(p, g, m, None, step=1)
+    with pytest.raises(ValueError, match="exp_avg_sq must not share memory with exp_avg"):
+        fastopt.functional.adam_(p, g, m, m, step=1)
+    with pytest.raises(TypeError, match="exp_avg must be a device array like param"):
+        fastopt.functional.adam_(p, g, np.zeros(SIZES[-1]), v, step=1)
+    with pytest.raises(TypeError, match="expects float64 but got float32"):
+        fastopt.functional.adam_(p, g, m, cuda.to_device(np.zeros(SIZES[-1], np.float32)),
+                                 step=1)
+    np.testing.assert_array_equal(p.copy_to_host(), before)
+    assert not m.copy_to_host().any()
