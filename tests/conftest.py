@@ -1,3 +1,4 @@
+import importlib
 import os
 
 import numpy as np
@@ -8,18 +9,30 @@ import pytest
 collect_ignore = ["mpi"] + ([] if os.environ.get("FASTOPT_CUDA_TESTS") else ["cuda"])
 
 
-@pytest.fixture(scope="session")
-def torch():
-    """torch, or a skip; in CI (CI set) a missing torch fails the test instead."""
+def required(module, purpose):
+    """Import an optional test dependency, or skip; in CI (CI set) it must be there."""
     try:
-        import torch as torch_module
+        return importlib.import_module(module)
     except ImportError:
         if os.environ.get("CI"):
-            pytest.fail("torch is required for the parity tests in CI: "
-                        "pip install -e '.[test]'")
-        pytest.skip("torch not installed (pip install -e '.[test]')")
+            pytest.fail(f"{module} is required for {purpose} in CI: pip install -e '.[test]'")
+        pytest.skip(f"{module} not installed (pip install -e '.[test]')")
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """torch, or a skip; in CI a missing torch fails the test instead."""
+    torch_module = required("torch", "the parity tests")
     torch_module.set_num_threads(2)
     return torch_module
+
+
+@pytest.fixture(scope="session")
+def cuda_kernels():
+    """fastopt.kernels.cuda, or a skip; in CI a missing numba-cuda fails the test."""
+    required("numba_cuda", "the CUDA tests")
+    from fastopt.kernels import cuda
+    return cuda
 
 
 @pytest.fixture

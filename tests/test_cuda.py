@@ -13,20 +13,6 @@ import fastopt
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def cuda_kernels():
-    """fastopt.kernels.cuda, or a skip; in CI a missing numba-cuda fails the test."""
-    try:
-        import numba_cuda  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("numba-cuda is required for the CUDA tests in CI: "
-                        "pip install -e '.[test]'")
-        pytest.skip("numba-cuda not installed (pip install -e '.[test]')")
-    from fastopt.kernels import cuda
-    return cuda
-
-
 def test_simulator_suite_passes(cuda_kernels):
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", FASTOPT_CUDA_TESTS="1")
     result = subprocess.run(
