@@ -2,7 +2,7 @@
 memory traffic (read 4 arrays, write 3), both measured alternately in this process."""
 import numpy as np
 
-from fastopt import benchmark
+from fastopt.cli import bench as benchmark
 
 from .common import grid, sizes
 

@@ -7,7 +7,7 @@ same-process ratios use ``python -m fastopt bench``).
 import numpy as np
 
 import fastopt
-from fastopt import benchmark
+from fastopt.cli import bench as benchmark
 
 from .common import CONFIGS, data, grid, import_torch, sizes
 

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from fastopt.benchmark import CONFIGS, TORCH_FUSED, TRAFFIC, import_torch  # noqa: F401
+from fastopt.cli.bench import CONFIGS, TORCH_FUSED, TRAFFIC, import_torch  # noqa: F401
 
 SMOKE = bool(os.environ.get("FASTOPT_BENCH_SMOKE"))
 

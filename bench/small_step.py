@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 import fastopt  # noqa: E402
-from fastopt.benchmark import CONFIGS  # noqa: E402
+from fastopt.cli.bench import CONFIGS  # noqa: E402
 
 
 def main():

@@ -3,16 +3,15 @@ from ._threading import preload_torch_openmp as _preload_torch_openmp
 
 _preload_torch_openmp()
 
-from . import datasets, functional, schedules  # noqa: E402
+from . import functional, schedules  # noqa: E402
 from ._threading import get_num_threads, set_num_threads  # noqa: E402
 from .buffers import FlatParams  # noqa: E402
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
 from .schedules import plot_schedule, scale_lr  # noqa: E402
-from .gradcheck import GradCheckResult, check_grad  # noqa: E402
-from .monitor import (CostEvent, CostIncreaseError, CostMonitor, CostWarning,  # noqa: E402
-                      NonFiniteCostError)
-from .range_test import RangeTestResult, lr_range_test  # noqa: E402
-from .sweep import SweepResult, sweep  # noqa: E402
+from .cli import datasets  # noqa: E402
+from .lr import (CostEvent, CostIncreaseError, CostMonitor, CostWarning,  # noqa: E402
+                 GradCheckResult, NonFiniteCostError, RangeTestResult, SweepResult,
+                 check_grad, lr_range_test, sweep)
 
 __version__ = "0.1.0"
 

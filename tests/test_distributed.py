@@ -120,7 +120,7 @@ def test_mismatched_buffers_are_reported_at_start(mpiexec):
 def test_ddp_example_matches_the_single_process_run(mpiexec):
     outputs = []
     for ranks, extra in ((1, []), (2, []), (3, ["--zero"])):
-        result = run(mpiexec, ranks, "-m", "fastopt.examples.ddp", "--epochs", "3", *extra)
+        result = run(mpiexec, ranks, "-m", "fastopt.cli.examples.ddp", "--epochs", "3", *extra)
         assert result.returncode == 0, result.stderr[-3000:]
         lines = result.stdout.strip().splitlines()
         assert len(lines) == ranks + 1 and lines[0].startswith("rank 0: ")

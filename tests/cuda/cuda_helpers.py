@@ -22,6 +22,6 @@ def assert_same(actual, desired, grad_scale=None, name="param"):
     if SIMULATED:
         np.testing.assert_array_equal(actual, desired, err_msg=name)
         return
-    from test_parity import assert_close_to_torch
+    from registry import assert_close_to_torch
     scale = np.abs(desired) if grad_scale is None else grad_scale
     assert_close_to_torch(actual, desired, scale, name)

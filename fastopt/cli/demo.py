@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 
-from . import optim
-from .buffers import FlatParams
+from .. import optim
+from ..buffers import FlatParams
 from .datasets import load_digits
 
 OPTIMIZERS = {

@@ -1,21 +1,21 @@
 """Data-parallel training of the digits network over MPI.
 
-    mpiexec -n 2 python -m mpi4py -m fastopt.examples.ddp [--zero] [--epochs 20]
+    mpiexec -n 2 python -m mpi4py -m fastopt.cli.examples.ddp [--zero] [--epochs 20]
 
 Every rank holds the whole network; each global mini-batch of 64 images is split evenly
 across the ranks, each computes the mean gradient of its part, ``DataParallel`` averages
 the gradients with one collective and every rank applies the same fused update. With any
 number of ranks the result matches the single-process run (``python -m
-fastopt.examples.ddp``) up to rounding.
+fastopt.cli.examples.ddp``) up to rounding.
 """
 import argparse
 import time
 
 import numpy as np
 
-from .. import optim
+from ... import optim
 from ..demo import accuracy, init_mlp, loss_and_grad, split_digits
-from ..distributed import DataParallel, _mpi
+from ...distributed import DataParallel, _mpi
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt import demo
+from fastopt.cli import demo
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -3,11 +3,11 @@ import math
 
 import numpy as np
 
-from ._plotting import finish, pyplot
-from ._problem import Problem
-from ._progress import Progress
-from .optim import SGD
-from .schedules import exponential_decay
+from .._plotting import finish, pyplot
+from .problem import Problem
+from .progress import Progress
+from ..optim import SGD
+from ..schedules import exponential_decay
 
 
 def lr_range_test(loss_grad, params, *, optimizer=SGD, min_lr=1e-7, max_lr=10.0,

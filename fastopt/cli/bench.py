@@ -14,9 +14,9 @@ import time
 import numpy as np
 from numba import prange
 
-from . import optim
-from ._jit import kernel
-from ._threading import get_num_threads, set_num_threads
+from .. import optim
+from .._jit import kernel
+from .._threading import get_num_threads, set_num_threads
 
 # name -> (optimizer class name, options); the first word is the algorithm
 CONFIGS = {

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import reference
-from registry import CASE_IDS, CASES, DTYPES, gradients, lr_schedule, make
+from registry import (CASE_IDS, CASES, DTYPES, assert_close_to_torch, gradients,
+                      lr_schedule, make)
 
 SIZES = [1, 7, 1027, 100_003]
 STEPS = 31
@@ -42,30 +43,6 @@ def test_matches_numpy_reference_exactly(name, options, dtype, size, rng):
 
 TORCH_STATE = {"momentum_buffer", "sum", "square_avg", "grad_avg", "exp_avg", "exp_avg_sq",
                "max_exp_avg_sq"}
-QUADRATIC_STATE = {"sum", "square_avg", "exp_avg_sq", "max_exp_avg_sq"}
-
-
-def assert_close_to_torch(actual, desired, grad_scale, name, rtol_ulps=16, atol_ulps=8):
-    """Elementwise |actual - desired| <= rtol*|desired| + atol_i.
-
-    torch's vectorised CPU loops use fused multiply-adds (lerp, add with alpha), so both
-    sides round differently: by a few ulp of the quantities involved. ``atol_i`` is
-    ``atol_ulps`` ulp of the element's largest gradient magnitude (squared for the
-    second-moment buffers), so tiny values next to large gradients are judged on the
-    scale their rounding happened at.
-    """
-    eps = np.finfo(actual.dtype).eps
-    scale = grad_scale ** 2 if name in QUADRATIC_STATE else grad_scale
-    limit = rtol_ulps * eps * np.abs(desired) + atol_ulps * eps * scale
-    diff = np.abs(actual.astype(np.float64) - desired)
-    same_nan = np.isnan(actual) == np.isnan(desired)
-    bad = ~(diff <= limit) & ~(np.isnan(actual) & np.isnan(desired))
-    assert same_nan.all() and not bad.any(), (
-        f"{name}: {bad.sum()} of {actual.size} elements differ beyond tolerance; worst "
-        f"index {np.argmax(np.where(bad, diff / limit, 0))}, "
-        f"max diff/limit {np.nanmax(diff / limit):.3g}")
-
-
 def rtol_ulps_for(name, options, dtype):
     # Centered RMSprop with a short memory (alpha < 0.5) divides by sqrt(v - g_avg^2),
     # a difference of nearly equal numbers: rounding differences grow by the condition

@@ -10,7 +10,7 @@ import pytest
 
 import fastopt
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_simulator_suite_passes(cuda_kernels):

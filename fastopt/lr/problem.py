@@ -4,9 +4,9 @@ import math
 
 import numpy as np
 
-from . import _device
-from ._validation import check_buffer, check_device_buffer
-from .buffers import FlatParams
+from .. import _device
+from .._validation import check_buffer, check_device_buffer
+from ..buffers import FlatParams
 
 
 class Problem:

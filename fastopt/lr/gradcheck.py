@@ -1,8 +1,8 @@
 """check_grad: is the gradient right? Central finite differences on a sample of coordinates."""
 import numpy as np
 
-from ._problem import Problem
-from .buffers import FlatParams
+from .problem import Problem
+from ..buffers import FlatParams
 
 DEFAULT_TOLERANCE = {np.dtype(np.float32): 1e-2, np.dtype(np.float64): 1e-5}
 

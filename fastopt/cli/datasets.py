@@ -18,6 +18,6 @@ def load_digits():
     Optical Recognition of Handwritten Digits, E. Alpaydin and C. Kaynak, UCI Machine
     Learning Repository (CC BY 4.0); the test-set copy distributed with scikit-learn.
     """
-    with resources.files("fastopt").joinpath("data/digits.csv.gz").open("rb") as raw:
+    with resources.files("fastopt.cli").joinpath("data/digits.csv.gz").open("rb") as raw:
         table = np.loadtxt(gzip.open(raw, "rt"), delimiter=",")
     return table[:, :64], table[:, 64].astype(np.int64)

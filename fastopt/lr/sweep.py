@@ -8,11 +8,11 @@ import math
 
 import numpy as np
 
-from ._plotting import finish, pyplot
-from ._problem import Problem, diverged
-from ._progress import Progress
+from .._plotting import finish, pyplot
+from .problem import Problem, diverged
+from .progress import Progress
 from .gradcheck import check_grad
-from .optim import SGD
+from ..optim import SGD
 
 DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 VERDICTS = ("good", "slow", "oscillating", "diverged")

@@ -1,0 +1,1 @@
+"""Runnable examples: ``python -m fastopt.cli.examples.<name>``."""

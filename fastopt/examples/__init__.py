@@ -1,1 +1,0 @@
-"""Runnable examples: ``python -m fastopt.examples.<name>``."""

@@ -1,0 +1,167 @@
+"""The learning-rate sweep: picks, verdicts, restores and its result."""
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt.lr.sweep import DEFAULT_LRS, classify
+from problems import logistic_problem, quadratic
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dim", [1, 10, 257])
+@pytest.mark.parametrize("top_curvature", [0.5, 1.0, 4.0, 25.0, 300.0])
+def test_quadratic_stability_edge(top_curvature, dim, dtype):
+    x0, loss_grad = quadratic(dim, top_curvature, dtype)
+    x = x0.copy()
+    result = fastopt.sweep(loss_grad, x, iterations=50, progress=False)
+    assert x.tobytes() == x0.tobytes()
+    stable = result.lrs < 2 / top_curvature
+    for lr, verdict in zip(result.lrs, result.verdicts):
+        if lr > 2 / top_curvature:
+            assert verdict == "diverged", (lr, verdict)
+    assert result.best_lr == result.lrs[stable].max()
+    assert result.verdicts[result.best_index] == "good"
+    assert result.costs.shape == (len(DEFAULT_LRS), 51)
+
+@pytest.mark.parametrize("optimizer, options, compare_with", [
+    (fastopt.SGD, {}, ("good", "slow", "oscillating")),
+    (fastopt.Adam, {}, ("good", "slow", "oscillating")),
+    # with momentum, lr=3 ends lower but rises on 5 of 40 updates: never picked
+    (fastopt.SGD, {"momentum": 0.9}, ("good", "slow")),
+])
+def test_logistic_regression_pick_reaches_the_lowest_cost(optimizer, options, compare_with):
+    w0, loss_grad = logistic_problem()
+    w = w0.copy()
+    lrs = DEFAULT_LRS + (10.0, 30.0, 100.0)
+    result = fastopt.sweep(loss_grad, w, optimizer=optimizer, lrs=lrs, iterations=40, **options)
+    assert w.tobytes() == w0.tobytes()
+    assert result.verdicts[-1] in ("diverged", "oscillating") and result.best_lr < 10
+    finals = {lr: row[-1] for lr, row, v in zip(result.lrs, result.costs, result.verdicts)
+              if v in compare_with}
+    assert result.best_lr is not None
+    best = finals[result.best_lr]
+    assert all(best <= cost for cost in finals.values()), (result.table())
+    assert best < 0.5 * result.costs[0, 0]
+
+
+def test_params_and_grad_buffer_restored_after_divergence_and_errors():
+    fp = fastopt.FlatParams({"w": np.linspace(-1, 1, 30)})
+    fp.grad[:] = 7.0
+    before = fp.data.copy(), fp.grad.copy()
+    calls = {"n": 0}
+
+    def loss_grad(params, grad):
+        calls["n"] += 1
+        if calls["n"] == 80:
+            raise RuntimeError("data loader broke")
+        params.grads["w"][:] = 10 * params["w"]
+        return 5 * float(np.sum(params["w"] ** 2))
+
+    with pytest.raises(RuntimeError, match="data loader broke"):
+        fastopt.sweep(loss_grad, fp, lrs=[0.01, 0.1, 0.3, 1.0], iterations=50)
+    assert fp.data.tobytes() == before[0].tobytes()
+    assert fp.grad.tobytes() == before[1].tobytes()
+    calls["n"] = -10**9
+    result = fastopt.sweep(loss_grad, fp, lrs=[0.01, 0.1, 0.3, 1.0], iterations=50)
+    assert result.verdicts[-2:] == ["diverged", "diverged"]
+    assert np.isnan(result.costs[-1, 5:]).all()
+    assert fp.data.tobytes() == before[0].tobytes()
+    assert fp.grad.tobytes() == before[1].tobytes()
+
+
+@pytest.mark.parametrize("costs, verdict", [
+    ([3.0, 2.0, np.nan, np.nan], "diverged"),
+    ([3.0, 2.0, np.inf, 1.0], "diverged"),
+    ([3.0, 5.0, 13.0, 2.0], "diverged"),               # above 4x the start
+    ([3.0, 2.0, 2.5, 3.1], "diverged"),                # ended above the start
+    ([3.0, 2.0, 2.5, 1.5, 1.7, 1.2, 1.0], "oscillating"),   # 2 rises in 6 updates
+    ([3.0, 2.99, 2.985, 2.98], "slow"),                # 0.7% decrease
+    ([3.0] + [3.0 - 0.1 * k for k in range(1, 20)] + [1.2], "good"),  # 1 rise in 20
+    ([3.0, 2.0, 1.0, 0.5], "good"),
+    ([-1.0, -1.5, -2.0], "good"),                      # negative costs work too
+    ([-1.0, -0.5, 4.0], "diverged"),
+])
+def test_verdict_rules(costs, verdict):
+    assert classify(costs) == verdict
+
+
+def test_no_pick_and_gradient_check_when_the_gradient_is_wrong():
+    x0, good_loss_grad = quadratic(8, 2.0, np.float64)
+
+    def wrong_sign(x, grad):
+        cost = good_loss_grad(x, grad)
+        grad *= -1
+        return cost
+    x = x0.copy()
+    result = fastopt.sweep(wrong_sign, x, lrs=[1e-4, 1e-3], iterations=10)
+    assert result.best_lr is None and result.grad_check is not None
+    assert not result.grad_check.ok
+    assert "gradient check FAILED" in result.reason and "Even the smallest rate" in result.reason
+    assert x.tobytes() == x0.tobytes()
+    ok = fastopt.sweep(good_loss_grad, x, lrs=[1e-4, 1e-3], iterations=10)
+    assert ok.grad_check is None and ok.best_lr == 1e-3
+
+
+def test_mini_batch_sweep_replays_the_same_batches():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((40, 5))
+    b = a @ np.arange(1.0, 6.0)
+    batches = [rng.choice(40, 8, replace=False) for _ in range(31)]
+    seen = []
+
+    def loss_grad(x, grad, batch):
+        seen.append(batch[0])
+        r = a[batch] @ x - b[batch]
+        grad[:] = a[batch].T @ r / len(batch)
+        return float(0.5 * np.mean((a @ x - b) ** 2))
+    result = fastopt.sweep(loss_grad, np.zeros(5), lrs=[0.01, 0.1], iterations=30,
+                           batches=batches, max_increase_share=0.3)
+    assert seen[:31] == seen[31:62] == [bt[0] for bt in batches]
+    assert result.best_lr == 0.1
+    with pytest.raises(TypeError, match="one-shot iterator cannot be replayed"):
+        fastopt.sweep(loss_grad, np.zeros(5), batches=iter(batches))
+    with pytest.raises(ValueError, match="batches ran out"):
+        fastopt.sweep(loss_grad, np.zeros(5), lrs=[0.01], iterations=40, batches=batches)
+
+
+def test_result_table_dict_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    x0, loss_grad = quadratic(10, 4.0, np.float64)
+    result = fastopt.sweep(loss_grad, x0.copy(), iterations=20)
+    text = result.table()
+    assert "*        0.3" in text and "diverged (at update" in text and text.count("\n") == 12
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["best_lr"] == 0.3 and data["costs"][-1][-1] is None
+    assert data["verdicts"] == result.verdicts
+    path = tmp_path / "sweep.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        result.plot(path)
+    content = path.read_bytes()
+    assert content[:8] == b"\x89PNG\r\n\x1a\n" and len(content) > 10_000
+
+
+def test_plot_without_matplotlib_names_the_extra(request):
+    x0, loss_grad = quadratic(3, 1.0, np.float64)
+    result = fastopt.sweep(loss_grad, x0, lrs=[0.1], iterations=3)
+    request.getfixturevalue("no_matplotlib")
+    with pytest.raises(ImportError, match=r'pip install "fastopt\[plot\]"'):
+        result.plot()
+
+
+def test_invalid_sweep_arguments():
+    x0, loss_grad = quadratic(3, 1.0, np.float64)
+    with pytest.raises(ValueError, match=r"Invalid lrs"):
+        fastopt.sweep(loss_grad, x0, lrs=[0.1, -1])
+    with pytest.raises(ValueError, match=r"Invalid iterations: 0"):
+        fastopt.sweep(loss_grad, x0, iterations=0)
+    with pytest.raises(ValueError, match=r"params must be a 1-D array"):
+        fastopt.sweep(loss_grad, np.zeros((2, 2)))
+    with pytest.raises(TypeError, match=r"loss_grad must return the cost as a number"):
+        fastopt.sweep(lambda x, g: "low", x0, lrs=[0.1], iterations=2)
+
