@@ -81,15 +81,15 @@ def bench_size(size, dtype, repeat, torch):
     itemsize = np.dtype(dtype).itemsize
     repeat = steps_for(size, itemsize, repeat)
     rows = []
-    src, dst = kernels.full(size, 1.0, dtype), kernels.empty(size, dtype)
+    src, dst = kernels.CUDA.full(size, 1.0, dtype), kernels.CUDA.empty(size, dtype)
     seconds = timed(lambda: dst.copy_to_device(src), sync, repeat)
     copy_gbs = 2 * size * itemsize / seconds / 1e9
     rows.append({"size": size, "name": "copy", "ms": seconds * 1e3, "gbs": copy_gbs})
     del src, dst
     release(cuda)
-    grad = kernels.full(size, 1e-3, dtype)
+    grad = kernels.CUDA.full(size, 1e-3, dtype)
     for label, name, options, words in OPTIMIZERS:
-        param = kernels.full(size, 1.0, dtype)
+        param = kernels.CUDA.full(size, 1.0, dtype)
         opt = getattr(fastopt, name)(param, lr=1e-3, **options)
         seconds = timed(lambda: opt.step(grad), sync, repeat)
         gbs = words * size * itemsize / seconds / 1e9
@@ -141,7 +141,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args(argv)
-    from fastopt._device import cuda_backend
+    from fastopt.kernels.backend import cuda_backend
     cuda_backend()  # a clear error without numba-cuda or a GPU
     device = kernels.cuda.get_current_device()
     name = getattr(device, "name", b"?")

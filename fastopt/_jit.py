@@ -1,7 +1,9 @@
 """The package's one jit policy.
 
-Every compiled function in fastopt goes through :func:`kernel` or :func:`element`, so
-caching, the error model and the floating-point flags are decided here and nowhere else.
+Every compiled CPU function in fastopt goes through :func:`kernel`, :func:`element`,
+:func:`serial_and_parallel` or :func:`reduction`, and the CUDA backend compiles with
+:data:`CUDA_JIT_OPTIONS`, so caching, the error model and the floating-point flags are
+decided here and nowhere else.
 
 * ``cache=True``: compiled machine code is written next to the sources (or numba's cache
   dir) so a new process loads it instead of compiling.
@@ -43,19 +45,28 @@ def element(function):
     return njit(**JIT_OPTIONS)(function)
 
 
-def serial_and_parallel(loop):
+def bind(function, name, **names):
+    """A copy of ``function`` named ``name`` whose global ``names`` are replaced.
+
+    This is how one loop source serves several backends: an update loop calls
+    ``element``, ``indices`` and ``load_scale`` (see :mod:`fastopt.kernels._names`), and
+    each backend binds its own compiled versions before compiling the copy. The name keeps
+    the compilations apart in numba's disk cache, which files entries by function name.
+    """
+    scope = dict(function.__globals__)
+    scope.update(names)
+    copy = types.FunctionType(function.__code__, scope, name, function.__defaults__,
+                              function.__closure__)
+    copy.__qualname__ = name
+    copy.__doc__ = function.__doc__
+    return copy
+
+
+def serial_and_parallel(loop, name, **names):
     """Compile one loop source twice: serially (``prange`` runs as ``range``) and threaded.
 
-    Returns ``(serial, parallel)``. The two compilations get their own function names
-    (``_adam`` becomes ``adam_serial`` and ``adam_parallel``) so that numba's disk cache,
-    which files entries by function name, keeps them apart.
+    Returns ``(serial, parallel)``, named ``{name}_serial`` and ``{name}_parallel``, with
+    ``names`` bound as for :func:`bind`.
     """
-    def renamed(suffix):
-        name = f"{loop.__name__.lstrip('_')}_{suffix}"
-        copy = types.FunctionType(loop.__code__, loop.__globals__, name, loop.__defaults__,
-                                  loop.__closure__)
-        copy.__qualname__ = name
-        copy.__doc__ = loop.__doc__
-        return copy
-    return (njit(parallel=False, **JIT_OPTIONS)(renamed("serial")),
-            njit(parallel=True, **JIT_OPTIONS)(renamed("parallel")))
+    return (njit(parallel=False, **JIT_OPTIONS)(bind(loop, f"{name}_serial", **names)),
+            njit(parallel=True, **JIT_OPTIONS)(bind(loop, f"{name}_parallel", **names)))

@@ -78,27 +78,19 @@ def check_buffer(name, array, *, writeable=True):
     return array
 
 
-def check_like(name, array, reference, reference_name="params"):
-    """An array with exactly the shape and dtype of ``reference`` (C-contiguous)."""
+def check_like(name, array, shape, dtype, reference_name="params"):
+    """An ndarray with exactly this shape and dtype (those of ``reference_name``),
+    C-contiguous."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, but got {type(array).__name__}")
-    if array.shape != reference.shape:
+    if array.shape != tuple(shape):
         raise ValueError(f"{name} must have the shape of {reference_name}: expects "
-                         f"{reference.shape} but got {array.shape}")
-    if array.dtype != reference.dtype:
+                         f"{tuple(shape)} but got {array.shape}")
+    if array.dtype != dtype:
         raise TypeError(f"{name} must have the dtype of {reference_name}: expects "
-                        f"{reference.dtype} but got {array.dtype}")
+                        f"{np.dtype(dtype)} but got {array.dtype}")
     if not array.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (got strides {array.strides})")
-    return array
-
-
-def check_state_buffer(name, array, reference):
-    check_like(name, array, reference, "param")
-    if not array.flags.writeable:
-        raise ValueError(f"{name} must be writeable, but the array is read-only")
-    if np.may_share_memory(array, reference):
-        raise ValueError(f"{name} must not share memory with param")
     return array
 
 

@@ -3,7 +3,7 @@ import numbers
 
 import numpy as np
 
-from . import _device
+from .kernels import backend as backends
 from ._validation import FLOAT_DTYPES, check_float_dtype
 
 
@@ -56,44 +56,44 @@ class FlatParams:
                             f"{type(arrays).__name__}")
         if not names:
             raise ValueError("FlatParams got an empty parameter list")
-        on_device = [_device.is_device_array(v) for v in values]
-        _device.check_device(device)
+        backends.check_device(device)
+        sources = [backends.of(v) if backends.is_device_array(v) else None for v in values]
         if device == "auto":
-            device = "cuda" if any(on_device) else "cpu"
-        backend = _device.cuda_backend() if device == "cuda" or any(on_device) else None
-        layouts = [_DeviceLayout(backend.device_layout(v)) if gpu else np.asarray(v)
-                   for v, gpu in zip(values, on_device)]
+            device = "cuda" if any(sources) else "cpu"
+        self._backend = backends.get(device)
+        layouts = [_DeviceLayout(src.layout(v)) if src else np.asarray(v)
+                   for v, src in zip(values, sources)]
         dtype = _common_dtype(names, layouts, dtype)
         order = _packing_order(names, groups)
         self._keyed = keyed
         self._names = tuple(names)
         self._shapes = {n: v.shape for n, v in zip(names, layouts)}
-        self._backend = backend if device == "cuda" else None
         self._layout(order, dtype)
-        for name, value, layout, gpu in zip(names, values, layouts, on_device):
-            self._pack(name, value if gpu else layout, gpu, backend)
+        for name, value, layout, source in zip(names, values, layouts, sources):
+            self._pack(name, layout if source is None else value, source)
 
-    def _pack(self, name, value, on_device, backend):
+    def _pack(self, name, value, source):
+        """Copy one array into its slice of ``data``: host values are converted to the
+        buffer dtype; device arrays must be contiguous (and, for device buffers, of the
+        buffer dtype)."""
         s = self._slices[name]
         if s.stop == s.start:
             return
-        if on_device:
-            shape, dtype, contiguous, _ = backend.device_layout(value)
-            if not contiguous:
-                raise ValueError(f"array {name!r} is a strided device array: pass a "
-                                 "contiguous one")
-            source = backend.as_device_array(value).reshape(s.stop - s.start)
-            if self._backend is None:
-                self.data[s] = source.copy_to_host().astype(self.dtype, copy=False)
-                return
+        if source is None:
+            self._backend.copy_from_host(self.data[s], value.reshape(-1))
+            return
+        shape, dtype, contiguous, _ = source.layout(value)
+        if not contiguous:
+            raise ValueError(f"array {name!r} is a strided device array: pass a "
+                             "contiguous one")
+        flat = source.check_like(name, value, shape, dtype).reshape(s.stop - s.start)
+        if source is self._backend:
             if dtype != self.dtype:
                 raise TypeError(f"device array {name!r} has dtype {dtype}, but the buffers "
                                 f"are {self.dtype}: convert it on the device first")
-            backend.copy_device(self.data[s], source)
-        elif self._backend is not None:
-            self._backend.copy_from_host(self.data[s], value.reshape(-1))
+            source.copy(self.data[s], flat)
         else:
-            self.data[s] = value.reshape(-1)
+            self._backend.copy_from_host(self.data[s], source.to_host(flat))
 
     def _layout(self, order, dtype):
         self._order = order
@@ -107,12 +107,8 @@ class FlatParams:
             self._segments[group] = slice(start, offset)
         if offset == 0:
             raise ValueError("FlatParams got only empty arrays (total size 0)")
-        if self._backend is None:
-            self.data = np.zeros(offset, dtype)
-            self.grad = np.zeros(offset, dtype)
-        else:
-            self.data = self._backend.full(offset, 0.0, dtype)
-            self.grad = self._backend.full(offset, 0.0, dtype)
+        self.data = self._backend.full(offset, 0.0, dtype)
+        self.grad = self._backend.full(offset, 0.0, dtype)
         self._rebuild_views()
 
     def _rebuild_views(self):
@@ -125,7 +121,7 @@ class FlatParams:
         Use it to look at optimizer state per layer:
         ``fp.view(opt.state["exp_avg"])["W"]``.
         """
-        array = isinstance(flat, np.ndarray) or _device.is_device_array(flat)
+        array = isinstance(flat, np.ndarray) or backends.is_device_array(flat)
         if not array or tuple(flat.shape) != (self.size,):
             shape = getattr(flat, "shape", type(flat).__name__)
             raise ValueError(f"view expects a 1-D array of shape ({self.size},) but got {shape}")
@@ -144,19 +140,25 @@ class FlatParams:
     @property
     def device(self):
         """Where the buffers live: "cpu" or "cuda"."""
-        return "cpu" if self._backend is None else "cuda"
+        return self._backend.name
+
+    @property
+    def backend(self):
+        """The backend holding the buffers (see :mod:`fastopt.kernels.backend`)."""
+        return self._backend
 
     def to(self, device):
         """A copy of these buffers (parameters and gradients) on ``device`` ("cpu" or
         "cuda"), with the same names, shapes and groups."""
-        _device.check_device(device)
+        backends.check_device(device)
         if device == "auto":
             raise ValueError("FlatParams.to needs 'cpu' or 'cuda' (got 'auto')")
-        backend = _device.cuda_backend() if device == "cuda" else None
+        backend = backends.get(device)
         copy = object.__new__(FlatParams)
         copy.__dict__.update(self.__dict__)
         copy._backend = backend
-        copy.data, copy.grad = (_copy_to(buffer, self._backend, backend)
+        copy.data, copy.grad = (backend.copy_of(buffer) if backend is self._backend
+                                else backend.from_host(self._backend.to_host(buffer))
                                 for buffer in (self.data, self.grad))
         copy._rebuild_views()
         return copy
@@ -198,10 +200,7 @@ class FlatParams:
 
     def zero_grad(self):
         """Set the whole gradient buffer to zero (in place)."""
-        if self._backend is None:
-            self.grad.fill(0)
-        else:
-            self._backend.fill(self.grad, 0.0)
+        self._backend.fill(self.grad, 0.0)
 
     def __getitem__(self, name):
         return self.params[name]
@@ -211,11 +210,11 @@ class FlatParams:
 
     def __repr__(self):
         shapes = ", ".join(f"{n!r}: {self._shapes[n]}" for n in self._names)
-        where = "" if self._backend is None else ", device='cuda'"
+        where = "" if self.device == "cpu" else f", device={self.device!r}"
         return f"FlatParams({{{shapes}}}, size={self.size}, dtype={self.dtype}{where})"
 
     def __getstate__(self):
-        if self._backend is not None:
+        if not self._backend.pickles_buffers:
             raise TypeError("a FlatParams on the GPU cannot be pickled or deep-copied: "
                             "use .to('cpu') (and .to('cuda') to come back)")
         state = dict(self.__dict__)
@@ -224,7 +223,8 @@ class FlatParams:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self.__dict__.setdefault("_backend", None)
+        if self.__dict__.get("_backend") is None:  # pickled before backends were objects
+            self._backend = backends.host_backend()
         self._rebuild_views()
 
 
@@ -233,16 +233,6 @@ class _DeviceLayout:
 
     def __init__(self, layout):
         self.shape, self.dtype = layout[0], layout[1]
-
-
-def _copy_to(buffer, source_backend, backend):
-    if source_backend is None and backend is None:
-        return buffer.copy()
-    if backend is None:
-        return source_backend.to_host(buffer)
-    if source_backend is None:
-        return backend.to_device(buffer)
-    return backend.copy_of(buffer)
 
 
 def _common_dtype(names, values, dtype):

@@ -6,8 +6,6 @@ rank aborts the whole job instead of leaving the others waiting in a collective.
 """
 import numpy as np
 
-from ._validation import check_like
-from .buffers import FlatParams
 from .optim.base import Optimizer
 
 
@@ -77,22 +75,18 @@ class DataParallel:
         self.comm.Bcast(param, root=0)
         self.param = param
         self._wrapped = optimizer
-        self._grad_reference = optimizer._params if isinstance(optimizer._params, np.ndarray) \
-            else param
         self.zero = bool(zero)
         self.full_size = param.size
         self._full_groups = [[g["start"], g["stop"]] for g in optimizer.param_groups]
-        self._grad_buffer = optimizer._params.grad if isinstance(optimizer._params, FlatParams) \
-            else None
+        self._grad_buffer = optimizer.grad_buffer
         if self.zero:
             counts, starts = shard_bounds(param.size, self.size)
             self._counts, self._starts = counts, starts
             start, stop = starts[self.rank], starts[self.rank] + counts[self.rank]
-            self.optimizer = optimizer._shard(start, stop)
-            # the full-size state is dropped; the wrapped optimizer keeps its parameter
-            # groups (edit them through DataParallel.param_groups) but refuses to step
-            optimizer.state = {"step": optimizer.state["step"]}
-            optimizer._released = True
+            self.optimizer = optimizer.shard(start, stop)
+            # the wrapped optimizer keeps its parameter groups (edit them through
+            # DataParallel.param_groups) but refuses to step
+            optimizer.release_state()
             self._slice = slice(start, stop)
             self._shard_grad = np.empty(stop - start, param.dtype)
             from mpi4py.util.dtlib import from_numpy_dtype
@@ -116,8 +110,8 @@ class DataParallel:
         if not self.zero:
             if self.size > 1:
                 self.comm.Allreduce(self._mpi.IN_PLACE, flat, op=self._mpi.SUM)
-            return self.optimizer._step(grad, None, average)
-        for group, source in zip(self.optimizer.param_groups, self.optimizer._group_sources):
+            return self.optimizer.scaled_step(grad, average)
+        for group, source in zip(self.optimizer.param_groups, self.optimizer.group_sources):
             full = self._wrapped.param_groups[source]
             for key in ("lr", "lr_scale", "weight_decay"):
                 group[key] = full[key]
@@ -129,7 +123,7 @@ class DataParallel:
             sumsq = self.comm.allreduce(sumsq, op=self._mpi.SUM)
             nonfinite = self.comm.allreduce(bool(nonfinite), op=self._mpi.LOR)
             info = (sumsq, nonfinite)
-        applied = self.optimizer._step(shard, info, average)
+        applied = self.optimizer.scaled_step(shard, average, info)
         if applied:
             self.comm.Allgatherv(self._mpi.IN_PLACE,
                                  [self.param, self._counts, self._starts, self._mpi_type])
@@ -140,10 +134,10 @@ class DataParallel:
             if self._grad_buffer is None:
                 raise ValueError("step() needs grad= when the optimizer was built on a plain array")
             return self._grad_buffer
-        check_like("grad", grad, self._grad_reference)
-        if not grad.flags.writeable:
+        flat = self._wrapped.gradient(grad)
+        if not flat.flags.writeable:
             raise ValueError(f"rank {self.rank}: grad must be writeable (it is summed in place)")
-        return grad.reshape(-1)
+        return flat
 
     @property
     def step_count(self):

@@ -1,14 +1,15 @@
-"""Fused in-place CUDA kernels over flat device buffers; the only module that imports numba.cuda.
+"""The CUDA backend: device buffers and numba.cuda kernels; the only module that imports
+numba.cuda.
 
 It is imported the first time something asks for ``device="cuda"`` (or hands fastopt a
-device array), never by ``import fastopt``. Each algorithm has one grid-stride kernel with
-the CPU kernel's arguments plus three for global-norm clipping, and calls the same
-per-element function from :mod:`fastopt.kernels._math`, compiled as an inlined device
-function. Host scalars (learning rate, bias corrections) are plain kernel arguments, cast to
-the buffer dtype in the kernel prologue as on the CPU: a step copies nothing between host
-and device and does not synchronise. Clipping stays on the device too: a deterministic
-two-pass block reduction writes the squared norm into a one-element device array that the
-update kernel reads (``norm_sumsq``; an empty array means no clipping).
+device array), never by ``import fastopt``. Each algorithm's loop (the same source as on
+the host) is compiled into one grid-stride kernel, with its per-element function compiled
+as an inlined device function. Host scalars (learning rate, bias corrections) are plain
+kernel arguments, cast to the buffer dtype in the kernel prologue as on the CPU. The
+gradient scale is a one-element float64 device array: for clipping, a deterministic
+two-pass block reduction computes the squared norm and, in its second pass, the clipped
+scale, which the update kernels read. A step copies nothing between host and device and
+does not synchronise.
 
 Numerics: division and square root are IEEE-rounded (``div.rn``, ``sqrt.rn``; no
 fast-math), but NVVM contracts ``a * b + c`` into fused multiply-adds, as nvcc does for
@@ -23,9 +24,11 @@ import numpy as np
 from numba import config as numba_config
 from numba import float64, int64
 
-from .._device import MISSING_EXTRA
-from .._jit import CUDA_JIT_OPTIONS
-from . import _math
+from .._jit import CUDA_JIT_OPTIONS, bind
+from .._validation import check_device_buffer, check_device_like
+from . import ALGORITHMS
+from .backend import MISSING_EXTRA, is_device_array
+from .clipping import clipped_scale
 
 try:
     import numba_cuda  # noqa: F401  (the package; numba's built-in numba.cuda is deprecated)
@@ -143,50 +146,11 @@ def _c_strides(shape, itemsize):
     return tuple(reversed(strides))
 
 
-def empty(size, dtype):
-    return cuda.device_array(size, dtype)
-
-
-def full(size, value, dtype):
-    """A new device array filled on the device (no host copy of the buffer)."""
-    array = cuda.device_array(size, dtype)
-    fill(array, value)
-    return array
-
-
-_fillers = {}
-
-
-def fill(array, value):
-    if array.size:
-        key = (array.size, THREADS_PER_BLOCK, MAX_BLOCKS)
-        if key not in _fillers:
-            _fillers.clear()
-            _fillers[key] = launcher(_fill, array.size)
-        _fillers[key](array, value)
-
-
-def to_host(array):
-    return array.copy_to_host()
-
-
-def copy_from_host(array, values):
-    array.copy_to_device(np.ascontiguousarray(values, dtype=array.dtype))
-
-
-def to_device(values):
-    return cuda.to_device(np.ascontiguousarray(values))
-
-
-def copy_device(dst, src):
-    dst.copy_to_device(src)
-
-
-def copy_of(array):
-    """A new device array holding a copy of ``array`` (device to device)."""
-    copy = cuda.device_array(array.size, array.dtype)
-    copy.copy_to_device(array)
-    return copy
+def _require_device_array(name, obj, reference_name):
+    if not is_device_array(obj):
+        raise TypeError(f"{name} must be a device array like {reference_name}, but got "
+                        f"{type(obj).__name__}: fastopt copies nothing per step, so move it "
+                        "yourself (numba.cuda.to_device) or compute it on the GPU")
 
 
 # -- kernels ---------------------------------------------------------------------------------
@@ -198,130 +162,32 @@ def _device(function):
     return cuda.jit(device=True, inline="always")(function)
 
 
-sgd_element = _device(_math.sgd)
-adagrad_element = _device(_math.adagrad)
-rmsprop_element = _device(_math.rmsprop)
-adam_element = _device(_math.adam)
+@_device
+def grid_indices(n):
+    """The indices of this thread in a grid-stride loop over ``n`` elements."""
+    return range(cuda.grid(1), n, cuda.gridsize(1))
 
 
 @_device
-def _clipped(grad_scale, norm_sumsq, norm_factor, max_norm):
-    """``grad_scale`` times torch's clip_grad_norm_ factor, in float64 (as on the CPU)."""
-    if norm_sumsq.size == 0:
-        return grad_scale
-    norm = math.sqrt(norm_sumsq[0]) * norm_factor
-    coefficient = max_norm / (norm + 1e-6)
-    if coefficient >= 1.0:
-        return grad_scale
-    return grad_scale * coefficient
+def first_element(scale):
+    return scale[0]
 
 
-@_kernel
-def sgd(param, grad, momentum_buffer, norm_sumsq, norm_factor, max_norm, lr, weight_decay,
-        momentum, one_minus_dampening, grad_scale, nesterov, first_step):
-    f = param.dtype.type
-    grad_scale = f(_clipped(grad_scale, norm_sumsq, norm_factor, max_norm))
-    lr, weight_decay, momentum = f(lr), f(weight_decay), f(momentum)
-    one_minus_dampening = f(one_minus_dampening)
-    start, stride = cuda.grid(1), cuda.gridsize(1)
-    if momentum != 0:
-        for i in range(start, param.size, stride):
-            param[i], momentum_buffer[i] = sgd_element(
-                param[i], grad[i], momentum_buffer[i], lr, weight_decay, momentum,
-                one_minus_dampening, grad_scale, nesterov, first_step)
-    else:
-        for i in range(start, param.size, stride):
-            param[i], _ = sgd_element(param[i], grad[i], grad[i], lr, weight_decay, momentum,
-                                      one_minus_dampening, grad_scale, nesterov, first_step)
+KERNELS = {name: _kernel(bind(algorithm.loop, f"{name}_cuda", element=_device(algorithm.element),
+                              indices=grid_indices, load_scale=first_element))
+           for name, algorithm in ALGORITHMS.items()}
+"""Algorithm name -> its grid-stride update kernel."""
+
+_clipped_scale = _device(clipped_scale)
 
 
-@_kernel
-def adagrad(param, grad, state_sum, norm_sumsq, norm_factor, max_norm, clr, weight_decay, eps,
-            grad_scale):
-    f = param.dtype.type
-    grad_scale = f(_clipped(grad_scale, norm_sumsq, norm_factor, max_norm))
-    clr, weight_decay, eps = f(clr), f(weight_decay), f(eps)
-    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        param[i], state_sum[i] = adagrad_element(param[i], grad[i], state_sum[i], clr,
-                                                 weight_decay, eps, grad_scale)
-
-
-@_kernel
-def rmsprop(param, grad, square_avg, grad_avg, momentum_buffer, norm_sumsq, norm_factor,
-            max_norm, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, grad_scale,
-            centered):
-    f = param.dtype.type
-    grad_scale = f(_clipped(grad_scale, norm_sumsq, norm_factor, max_norm))
-    lr, alpha, one_minus_alpha, eps = f(lr), f(alpha), f(one_minus_alpha), f(eps)
-    weight_decay, momentum = f(weight_decay), f(momentum)
-    one_minus_alpha_complement = f(1.0) - one_minus_alpha
-    start, stride = cuda.grid(1), cuda.gridsize(1)
-    if centered and momentum > 0:
-        for i in range(start, param.size, stride):
-            param[i], square_avg[i], grad_avg[i], momentum_buffer[i] = rmsprop_element(
-                param[i], grad[i], square_avg[i], grad_avg[i], momentum_buffer[i], lr, alpha,
-                one_minus_alpha, one_minus_alpha_complement, eps, weight_decay, momentum,
-                grad_scale, True)
-    elif centered:
-        for i in range(start, param.size, stride):
-            param[i], square_avg[i], grad_avg[i], _ = rmsprop_element(
-                param[i], grad[i], square_avg[i], grad_avg[i], grad[i], lr, alpha,
-                one_minus_alpha, one_minus_alpha_complement, eps, weight_decay, momentum,
-                grad_scale, True)
-    elif momentum > 0:
-        for i in range(start, param.size, stride):
-            param[i], square_avg[i], _, momentum_buffer[i] = rmsprop_element(
-                param[i], grad[i], square_avg[i], grad[i], momentum_buffer[i], lr, alpha,
-                one_minus_alpha, one_minus_alpha_complement, eps, weight_decay, momentum,
-                grad_scale, False)
-    else:
-        for i in range(start, param.size, stride):
-            param[i], square_avg[i], _, _ = rmsprop_element(
-                param[i], grad[i], square_avg[i], grad[i], grad[i], lr, alpha,
-                one_minus_alpha, one_minus_alpha_complement, eps, weight_decay, momentum,
-                grad_scale, False)
-
-
-@_kernel
-def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, norm_sumsq, norm_factor, max_norm,
-         grad_scale, weight_decay, decay_factor, one_minus_beta1, beta2, one_minus_beta2,
-         step_size, bias_correction2_sqrt, eps, amsgrad):
-    f = param.dtype.type
-    grad_scale = f(_clipped(grad_scale, norm_sumsq, norm_factor, max_norm))
-    weight_decay, decay_factor = f(weight_decay), f(decay_factor)
-    one_minus_beta1, beta2, one_minus_beta2 = f(one_minus_beta1), f(beta2), f(one_minus_beta2)
-    step_size, bias_correction2_sqrt, eps = f(step_size), f(bias_correction2_sqrt), f(eps)
-    one_minus_beta1_complement = f(1.0) - one_minus_beta1
-    start, stride = cuda.grid(1), cuda.gridsize(1)
-    if amsgrad:
-        for i in range(start, param.size, stride):
-            param[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i] = adam_element(
-                param[i], grad[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i], grad_scale,
-                weight_decay, decay_factor, one_minus_beta1, one_minus_beta1_complement,
-                beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps, True)
-    else:
-        for i in range(start, param.size, stride):
-            param[i], exp_avg[i], exp_avg_sq[i], _ = adam_element(
-                param[i], grad[i], exp_avg[i], exp_avg_sq[i], grad[i], grad_scale,
-                weight_decay, decay_factor, one_minus_beta1, one_minus_beta1_complement,
-                beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps, False)
-
-
-@_kernel
-def block_sums(values, sums, square):
-    """``sums[b]`` = this block's share of sum(values**2) (or of sum(values)), in float64.
-
-    Each thread accumulates its grid-stride elements in order, then the block adds the
-    threads' totals in a fixed tree: for a given launch shape the result is the same on
-    every run.
-    """
+@_device
+def _block_total(value):
+    """The sum of ``value`` over the threads of this block, in a fixed tree (the same on
+    every run for a given launch shape)."""
     shared = cuda.shared.array(MAX_THREADS_PER_BLOCK, float64)
     tid = cuda.threadIdx.x
-    total = 0.0
-    for i in range(cuda.grid(1), values.size, cuda.gridsize(1)):
-        x = float64(values[i])
-        total += x * x if square else x
-    shared[tid] = total
+    shared[tid] = value
     cuda.syncthreads()
     width = cuda.blockDim.x // 2
     while width > 0:
@@ -329,8 +195,34 @@ def block_sums(values, sums, square):
             shared[tid] += shared[tid + width]
         cuda.syncthreads()
         width //= 2
-    if tid == 0:
-        sums[cuda.blockIdx.x] = shared[0]
+    return shared[0]
+
+
+@_kernel
+def block_sumsq(values, partials):
+    """``partials[b]`` = this block's share of sum(values**2), in float64; each thread
+    accumulates its grid-stride elements in order."""
+    total = 0.0
+    for i in range(cuda.grid(1), values.size, cuda.gridsize(1)):
+        x = float64(values[i])
+        total += x * x
+    total = _block_total(total)
+    if cuda.threadIdx.x == 0:
+        partials[cuda.blockIdx.x] = total
+
+
+@_kernel
+def finish_sumsq(partials, sumsq, scale, grad_scale, norm_factor, max_norm, clip):
+    """One block: ``sumsq[0]`` = the sum of ``partials``, and ``scale[0]`` = the kernels'
+    gradient scale, clipped for that norm when ``clip``."""
+    total = 0.0
+    for i in range(cuda.threadIdx.x, partials.size, cuda.blockDim.x):
+        total += partials[i]
+    total = _block_total(total)
+    if cuda.threadIdx.x == 0:
+        sumsq[0] = total
+        scale[0] = _clipped_scale(grad_scale, total, norm_factor, max_norm) if clip \
+            else grad_scale
 
 
 @_kernel
@@ -343,49 +235,167 @@ def flag_nonfinite(values, flag):
 
 
 @_kernel
-def _fill(values, value):
+def fill_kernel(values, value):
     f = values.dtype.type
     value = f(value)
     for i in range(cuda.grid(1), values.size, cuda.gridsize(1)):
         values[i] = value
 
 
-class GradNorm:
+class CudaGradNorm:
     """Device-side squared norm of a flat gradient: two launches, no synchronisation.
 
-    ``sumsq`` (a one-element float64 device array) holds the result of the last
-    :meth:`compute`; :meth:`host_info` reads it back (a synchronising copy).
+    :meth:`compute` returns a one-element device array holding the kernels' gradient
+    scale; :meth:`sumsq` and :meth:`nonfinite` read results back (synchronising copies).
     """
 
     def __init__(self, size):
         self.size = size
         blocks, threads = launch_shape(size)
         self.partials = cuda.device_array(blocks, np.float64)
-        self.sumsq = cuda.device_array(1, np.float64)
+        self.total = cuda.device_array(1, np.float64)
+        self.scale = cuda.device_array(1, np.float64)
         self.flag = cuda.device_array(1, np.int64)
-        self.host_sumsq = np.zeros(1, np.float64)
+        self.host_total = np.zeros(1, np.float64)
         self.host_flag = np.zeros(1, np.int64)
-        self._first = configure(block_sums, (blocks, threads))
-        self._second = configure(block_sums, (1, threads))
+        self._first = configure(block_sumsq, (blocks, threads))
+        self._second = configure(finish_sumsq, (1, threads))
         self._flag = configure(flag_nonfinite, (blocks, threads))
 
-    def compute(self, grad):
-        self._first(grad, self.partials, True)
-        self._second(self.partials, self.sumsq, False)
-        return self.sumsq
+    def compute(self, grad, grad_scale, norm_factor, max_norm):
+        self._first(grad, self.partials)
+        clip = max_norm is not None
+        self._second(self.partials, self.total, self.scale, float(grad_scale),
+                     float(norm_factor), float(max_norm) if clip else math.inf, clip)
+        return self.scale
 
-    def host_info(self, grad):
-        """``(sum of squares, any non-finite value)`` of the gradient, read on the host."""
-        sumsq = self.read()
+    def sumsq(self):
+        self.total.copy_to_host(self.host_total)
+        return float(self.host_total[0])
+
+    def nonfinite(self, grad):
+        sumsq = self.sumsq()
         if math.isfinite(sumsq) or math.isnan(sumsq):
-            return sumsq, not math.isfinite(sumsq)
+            return not math.isfinite(sumsq)
         self.host_flag[0] = 0
         self.flag.copy_to_device(self.host_flag)
         self._flag(grad, self.flag)
         self.flag.copy_to_host(self.host_flag)
-        return sumsq, bool(self.host_flag[0])
+        return bool(self.host_flag[0])
 
-    def read(self):
-        """The last computed sum of squares, copied to the host (synchronises)."""
-        self.sumsq.copy_to_host(self.host_sumsq)
-        return float(self.host_sumsq[0])
+
+class CudaGradientViews:
+    """Wrapping a device array costs more than a small update on a GPU, so the views of the
+    last gradient are kept (without keeping its memory alive) and reused while the same
+    object has the same address, shape and dtype."""
+
+    def __init__(self, shape, dtype, segments):
+        self.shape, self.dtype, self.segments = tuple(shape), np.dtype(dtype), segments
+        self.size = math.prod(self.shape)
+        self.cached = None
+
+    def views(self, grad):
+        cached = self.cached
+        if cached is not None and is_device_array(grad) and cached[0] == array_key(grad):
+            return cached[1], cached[2]
+        if not is_device_array(grad):
+            raise TypeError("grad must be a device array (the parameters are on the GPU), but "
+                            f"got {type(grad).__name__}: fastopt copies nothing per step, so "
+                            "move it yourself (numba.cuda.to_device) or compute it on the GPU")
+        check_device_like("grad", device_layout(grad), self.shape, self.dtype)
+        flat = unowned_view(grad).reshape(self.size)
+        self.cached = (array_key(grad), flat, [flat[s] for s in self.segments])
+        return flat, self.cached[2]
+
+
+class CudaBackend:
+    """numba.cuda device arrays; see the module docstring."""
+
+    name = "cuda"
+    pickles_buffers = False
+
+    def __init__(self):
+        self._fillers = {}
+        self._scales = {}
+
+    def empty(self, size, dtype):
+        return cuda.device_array(size, dtype)
+
+    def full(self, size, value, dtype):
+        """A new device array filled on the device (no host copy of the buffer)."""
+        array = cuda.device_array(size, dtype)
+        self.fill(array, value)
+        return array
+
+    def fill(self, array, value):
+        if array.size:
+            key = (array.size, THREADS_PER_BLOCK, MAX_BLOCKS)
+            if key not in self._fillers:
+                self._fillers.clear()
+                self._fillers[key] = launcher(fill_kernel, array.size)
+            self._fillers[key](array, value)
+
+    def to_host(self, array):
+        return array.copy_to_host()
+
+    def from_host(self, values):
+        return cuda.to_device(np.ascontiguousarray(values))
+
+    def copy_from_host(self, array, values):
+        array.copy_to_device(np.ascontiguousarray(values, dtype=array.dtype))
+
+    def copy(self, dst, src):
+        dst.copy_to_device(src)
+
+    def copy_of(self, array):
+        copy = cuda.device_array(array.size, array.dtype)
+        copy.copy_to_device(array)
+        return copy
+
+    def owns(self, obj):
+        return is_device_array(obj)
+
+    def layout(self, obj):
+        return device_layout(obj)
+
+    def check_buffer(self, name, obj, *, writeable=True, reference_name="param"):
+        _require_device_array(name, obj, reference_name)
+        layout = device_layout(obj)
+        check_device_buffer(name, layout if writeable else layout[:3] + (True,))
+        return as_device_array(obj).reshape(math.prod(layout[0]))
+
+    def check_like(self, name, obj, shape, dtype, reference_name="params"):
+        _require_device_array(name, obj, reference_name)
+        check_device_like(name, device_layout(obj), shape, dtype, reference_name)
+        return as_device_array(obj).reshape(math.prod(shape))
+
+    def overlaps(self, a, b):
+        (lo_a, hi_a), (lo_b, hi_b) = _span(a), _span(b)
+        return lo_a < hi_b and lo_b < hi_a
+
+    def gradient_views(self, shape, dtype, segments):
+        return CudaGradientViews(shape, dtype, segments)
+
+    def update_kernel(self, algorithm, size):
+        return launcher(KERNELS[algorithm.name], size)
+
+    def grad_scale(self, value):
+        """A cached one-element device array holding ``value`` (copied once per value)."""
+        value = float(value)
+        scale = self._scales.get(value)
+        if scale is None:
+            if len(self._scales) > 16:
+                self._scales.clear()
+            scale = self._scales[value] = cuda.to_device(np.array([value]))
+        return scale
+
+    def grad_norm(self, size):
+        return CudaGradNorm(size)
+
+
+def _span(obj):
+    _, address, shape, typestr = array_key(obj)
+    return address, address + math.prod(shape) * np.dtype(typestr).itemsize
+
+
+CUDA = CudaBackend()

@@ -4,9 +4,8 @@ import math
 
 import numpy as np
 
-from .. import _device
-from .._validation import check_buffer, check_device_buffer
 from ..buffers import FlatParams
+from ..kernels import backend as backends
 
 
 class Problem:
@@ -19,57 +18,40 @@ class Problem:
     def __init__(self, loss_grad, params, batches=None):
         if not callable(loss_grad):
             raise TypeError(f"loss_grad must be callable, got {type(loss_grad).__name__}")
-        self._backend = None
         if isinstance(params, FlatParams):
             self.params, self.data, self.grad = params, params.data, params.grad
-            self._backend = params._backend
-        elif _device.is_device_array(params):
-            backend = _device.cuda_backend()
-            layout = backend.device_layout(params)
-            check_device_buffer("params", layout)
-            if len(layout[0]) != 1:
-                raise ValueError(f"params must be a 1-D array (or a FlatParams), got shape "
-                                 f"{layout[0]}")
-            self.params, self.data = params, backend.as_device_array(params)
-            self.grad = backend.full(self.data.size, 0.0, layout[1])
-            self._backend = backend
-        elif isinstance(params, np.ndarray):
-            check_buffer("params", params)
-            if params.ndim != 1:
-                raise ValueError(f"params must be a 1-D array (or a FlatParams), got shape "
-                                 f"{params.shape}")
-            self.params, self.data = params, params
-            self.grad = np.zeros_like(params)
+            self.backend = params.backend
         else:
-            raise TypeError("params must be a fastopt.FlatParams or a 1-D numpy or device "
-                            f"array, got {type(params).__name__}")
+            self.backend = backends.of(params)
+            if self.backend is None:
+                raise TypeError("params must be a fastopt.FlatParams or a 1-D numpy or device "
+                                f"array, got {type(params).__name__}")
+            self.data = self.backend.check_buffer("params", params)
+            shape, dtype = self.backend.layout(params)[:2]
+            if len(shape) != 1:
+                raise ValueError(f"params must be a 1-D array (or a FlatParams), got shape "
+                                 f"{tuple(shape)}")
+            self.params = params
+            self.grad = self.backend.full(self.data.size, 0.0, dtype)
         self.loss_grad = loss_grad
         if batches is not None and not (callable(batches) or hasattr(batches, "__len__")):
             raise TypeError("batches must be a sequence (used in the same order by every run) or "
                             "a callable returning a fresh iterator; a one-shot iterator cannot be "
                             "replayed for each learning rate")
         self.batches = batches
-        copy = np.copy if self._backend is None else self._backend.copy_of
-        self._saved = (copy(self.data), copy(self.grad))
+        self._saved = (self.backend.copy_of(self.data), self.backend.copy_of(self.grad))
 
     def restore(self):
         """Put the parameters (and a FlatParams' gradient buffer) back bit for bit."""
-        if self._backend is None:
-            np.copyto(self.data, self._saved[0])
-            np.copyto(self.grad, self._saved[1])
-        else:
-            self._backend.copy_device(self.data, self._saved[0])
-            self._backend.copy_device(self.grad, self._saved[1])
+        self.backend.copy(self.data, self._saved[0])
+        self.backend.copy(self.grad, self._saved[1])
 
     def zero_grad(self):
-        if self._backend is None:
-            self.grad.fill(0)
-        else:
-            self._backend.fill(self.grad, 0.0)
+        self.backend.fill(self.grad, 0.0)
 
     def host(self, array):
         """``array`` as a host NumPy array (a copy when it lives on the GPU)."""
-        return array if self._backend is None else self._backend.to_host(array)
+        return self.backend.to_host(array)
 
     def batch_stream(self):
         """A fresh iterator over the batches (None for full-batch problems)."""

@@ -1,12 +1,7 @@
 """Adagrad: per-parameter learning rates from the sum of squared gradients."""
 from .._validation import check_nonnegative
-from ..kernels import cpu
+from ..kernels import adagrad
 from .base import Optimizer
-
-
-def host_scalars(lr, lr_decay, weight_decay, eps, step, grad_scale):
-    """The Adagrad kernel's scalar arguments (Python floats) for update number ``step``."""
-    return lr / (1 + (step - 1) * lr_decay), weight_decay, eps, grad_scale
 
 
 class Adagrad(Optimizer):
@@ -47,8 +42,7 @@ class Adagrad(Optimizer):
     Stochastic Optimization", JMLR 12.
     """
 
-    _kernels = (cpu.adagrad_serial, cpu.adagrad_parallel)
-    _cuda_kernel = "adagrad"
+    algorithm = adagrad.ALGORITHM
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, *, maximize=False, param_groups=None,
@@ -67,9 +61,6 @@ class Adagrad(Optimizer):
     def _state_fill(self):
         return {"sum": self.initial_accumulator_value}
 
-    def _kernel_state(self):
-        return (self.state["sum"],)
-
-    def _host_scalars(self, lr, weight_decay, step, grad_scale):
-        return host_scalars(lr, self.lr_decay, weight_decay, self.eps, step,
-                            grad_scale)
+    def _scalars(self, lr, weight_decay, step):
+        return adagrad.host_scalars(lr=lr, lr_decay=self.lr_decay, weight_decay=weight_decay,
+                                    eps=self.eps, step=step)

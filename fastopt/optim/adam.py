@@ -1,21 +1,7 @@
 """Adam and AdamW: bias-corrected moment estimates, with optional AMSGrad."""
 from .._validation import check_betas, check_flag, check_nonnegative
-from ..kernels import cpu
+from ..kernels import adam
 from .base import Optimizer
-
-
-def host_scalars(lr, betas, eps, weight_decay, decoupled_weight_decay, amsgrad, step,
-                 grad_scale):
-    """The Adam kernel's scalar arguments (Python floats) for update number ``step``."""
-    beta1, beta2 = betas
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2 = 1 - beta2 ** step
-    if decoupled_weight_decay:
-        decay_factor, weight_decay = 1 - lr * weight_decay, 0.0
-    else:
-        decay_factor = 1.0
-    return (grad_scale, weight_decay, decay_factor, 1 - beta1, beta2, 1 - beta2,
-            lr / bias_correction1, bias_correction2 ** 0.5, eps, amsgrad)
 
 
 class Adam(Optimizer):
@@ -82,8 +68,7 @@ class Adam(Optimizer):
     array([-0.09999999, -0.09999999, -0.09999999, -0.09999999], dtype=float32)
     """
 
-    _kernels = (cpu.adam_serial, cpu.adam_parallel)
-    _cuda_kernel = "adam"
+    algorithm = adam.ALGORITHM
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, maximize=False, decoupled_weight_decay=False,
@@ -107,13 +92,11 @@ class Adam(Optimizer):
             fill["max_exp_avg_sq"] = 0.0
         return fill
 
-    def _kernel_state(self):
-        return (self.state["exp_avg"], self.state["exp_avg_sq"],
-                self.state.get("max_exp_avg_sq"))
-
-    def _host_scalars(self, lr, weight_decay, step, grad_scale):
-        return host_scalars(lr, self.betas, self.eps, weight_decay,
-                            self.decoupled_weight_decay, self.amsgrad, step, grad_scale)
+    def _scalars(self, lr, weight_decay, step):
+        return adam.host_scalars(lr=lr, betas=self.betas, eps=self.eps,
+                                 weight_decay=weight_decay,
+                                 decoupled_weight_decay=self.decoupled_weight_decay,
+                                 amsgrad=self.amsgrad, step=step)
 
 
 class AdamW(Adam):

@@ -1,12 +1,7 @@
 """RMSprop: gradients divided by a moving root-mean-square, optionally centered."""
 from .._validation import check_flag, check_nonnegative, check_number
-from ..kernels import cpu
+from ..kernels import rmsprop
 from .base import Optimizer
-
-
-def host_scalars(lr, alpha, eps, weight_decay, momentum, centered, grad_scale):
-    """The RMSprop kernel's scalar arguments (Python floats)."""
-    return lr, alpha, 1 - alpha, eps, weight_decay, momentum, grad_scale, centered
 
 
 class RMSprop(Optimizer):
@@ -54,8 +49,7 @@ class RMSprop(Optimizer):
     (centered form).
     """
 
-    _kernels = (cpu.rmsprop_serial, cpu.rmsprop_parallel)
-    _cuda_kernel = "rmsprop"
+    algorithm = rmsprop.ALGORITHM
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, *, maximize=False, param_groups=None, max_grad_norm=None,
@@ -80,10 +74,7 @@ class RMSprop(Optimizer):
             fill["momentum_buffer"] = 0.0
         return fill
 
-    def _kernel_state(self):
-        return (self.state["square_avg"], self.state.get("grad_avg"),
-                self.state.get("momentum_buffer"))
-
-    def _host_scalars(self, lr, weight_decay, step, grad_scale):
-        return host_scalars(lr, self.alpha, self.eps, weight_decay,
-                            self.momentum, self.centered, grad_scale)
+    def _scalars(self, lr, weight_decay, step):
+        return rmsprop.host_scalars(lr=lr, alpha=self.alpha, eps=self.eps,
+                                    weight_decay=weight_decay, momentum=self.momentum,
+                                    centered=self.centered)

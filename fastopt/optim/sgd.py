@@ -1,12 +1,7 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov momentum and weight decay."""
 from .._validation import check_flag, check_nonnegative, check_number
-from ..kernels import cpu
+from ..kernels import sgd
 from .base import Optimizer
-
-
-def host_scalars(lr, weight_decay, momentum, dampening, nesterov, first_step, grad_scale):
-    """The SGD kernel's scalar arguments (Python floats)."""
-    return lr, weight_decay, momentum, 1 - dampening, grad_scale, nesterov, first_step
 
 
 class SGD(Optimizer):
@@ -79,8 +74,7 @@ class SGD(Optimizer):
     array([0.9, 0.9, 0.9], dtype=float32)
     """
 
-    _kernels = (cpu.sgd_serial, cpu.sgd_parallel)
-    _cuda_kernel = "sgd"
+    algorithm = sgd.ALGORITHM
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, param_groups=None, max_grad_norm=None,
@@ -102,9 +96,7 @@ class SGD(Optimizer):
     def _state_fill(self):
         return {"momentum_buffer": 0.0} if self.momentum != 0 else {}
 
-    def _kernel_state(self):
-        return (self.state.get("momentum_buffer"),)
-
-    def _host_scalars(self, lr, weight_decay, step, grad_scale):
-        return host_scalars(lr, weight_decay, self.momentum, self.dampening,
-                            self.nesterov, step == 1, grad_scale)
+    def _scalars(self, lr, weight_decay, step):
+        return sgd.host_scalars(lr=lr, weight_decay=weight_decay, momentum=self.momentum,
+                                dampening=self.dampening, nesterov=self.nesterov,
+                                first_step=step == 1)

@@ -28,15 +28,16 @@ def test_simulator_suite_passes(cuda_kernels):
 def ptx_signatures(dtype):
     from numba import boolean, float64, int64
     from numba.np.numpy_support import from_dtype
-    a, norm, f = from_dtype(np.dtype(dtype))[::1], float64[::1], float64
+    a, scale, f = from_dtype(np.dtype(dtype))[::1], float64[::1], float64
     return {
-        "sgd": (a, a, a, norm, f, f, f, f, f, f, f, boolean, boolean),
-        "adagrad": (a, a, a, norm, f, f, f, f, f, f),
-        "rmsprop": (a, a, a, a, a, norm, f, f, f, f, f, f, f, f, f, boolean),
-        "adam": (a, a, a, a, a, norm, f, f, f, f, f, f, f, f, f, f, f, boolean),
-        "block_sums": (a, float64[::1], boolean),
+        "sgd": (a, a, a, scale, f, f, f, f, boolean, boolean),
+        "adagrad": (a, a, a, scale, f, f, f),
+        "rmsprop": (a, a, a, a, a, scale, f, f, f, f, f, f, boolean),
+        "adam": (a, a, a, a, a, scale, f, f, f, f, f, f, f, f, boolean),
+        "block_sumsq": (a, float64[::1]),
+        "finish_sumsq": (float64[::1], float64[::1], float64[::1], f, f, f, boolean),
         "flag_nonfinite": (a, int64[::1]),
-        "_fill": (a, f),
+        "fill_kernel": (a, f),
     }
 
 
@@ -51,7 +52,8 @@ def test_every_kernel_compiles_to_ptx(cuda_kernels, dtype, cc):
     from numba import cuda
     suffix = "f32" if dtype == np.float32 else "f64"
     for name, signature in ptx_signatures(dtype).items():
-        ptx, _ = cuda.compile_ptx(getattr(cuda_kernels, name).py_func, signature, cc=cc)
+        compiled = cuda_kernels.KERNELS.get(name) or getattr(cuda_kernels, name)
+        ptx, _ = cuda.compile_ptx(compiled.py_func, signature, cc=cc)
         assert f".target sm_{cc[0]}{cc[1]}" in ptx, name
         assert ".approx" not in ptx and "div.full" not in ptx, f"{name}: inexact math"
         if name in UPDATE_KERNELS:
@@ -105,9 +107,9 @@ class FakeDeviceArray:
 
 
 def test_device_arrays_are_recognised_without_importing_cuda():
-    from fastopt import _device
-    assert _device.is_device_array(FakeDeviceArray((3,)))
-    assert not _device.is_device_array(np.zeros(3))
+    from fastopt.kernels import backend
+    assert backend.is_device_array(FakeDeviceArray((3,)))
+    assert not backend.is_device_array(np.zeros(3))
 
 
 def test_cpu_optimizer_refuses_device_arrays_before_touching_cuda():
@@ -170,7 +172,7 @@ def test_small_grids_are_configured_without_a_low_occupancy_warning(cuda_kernels
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(Warning, match="Grid size 1 will likely result"):
-            cuda_kernels.block_sums[1, 8]
-        cuda_kernels.configure(cuda_kernels.block_sums, (1, 8))
+            cuda_kernels.block_sumsq[1, 8]
+        cuda_kernels.configure(cuda_kernels.block_sumsq, (1, 8))
         monkeypatch.setattr(cuda_kernels, "MAX_BLOCKS", 3)  # no device to ask here
-        cuda_kernels.launcher(cuda_kernels.adam, 10)
+        cuda_kernels.launcher(cuda_kernels.KERNELS["adam"], 10)

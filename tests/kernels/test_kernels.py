@@ -8,13 +8,12 @@ from numba.core.runtime import _nrt_python, rtsys
 
 import fastopt
 from fastopt import _config
-from fastopt.kernels import cpu
+from fastopt.kernels import host
 import reference
 from registry import CASE_IDS, CASES, gradients, lr_schedule, make
 
-KERNELS = [cpu.sgd_serial, cpu.sgd_parallel, cpu.adagrad_serial, cpu.adagrad_parallel,
-           cpu.rmsprop_serial, cpu.rmsprop_parallel, cpu.adam_serial, cpu.adam_parallel,
-           cpu.grad_sumsq_serial, cpu.grad_sumsq_parallel]
+KERNELS = [kernel for pair in host.KERNELS.values() for kernel in pair] + [
+    host.grad_sumsq_serial, host.grad_sumsq_parallel]
 
 
 def signature_count():
@@ -66,7 +65,7 @@ def test_step_allocates_nothing(name, options, rng):
         _nrt_python.memsys_disable_stats()
     # numba wraps each ndarray argument in a small MemInfo on entry (freed on return);
     # anything beyond one per array argument would be an allocation inside a kernel.
-    arrays_per_step = sum(2 + len(state) for *_, state in opt._segments) + 2
+    arrays_per_step = sum(2 + len(state) for *_, state in opt._plan.segments) + 2
     assert nrt_after.alloc - nrt_before.alloc == 50 * arrays_per_step
     assert nrt_after.free - nrt_before.free == 50 * arrays_per_step
     assert current - baseline < 1024
@@ -85,7 +84,7 @@ def test_serial_and_parallel_paths_agree_bit_for_bit(name, options, dtype, rng, 
         monkeypatch.setattr(_config, "PARALLEL_MIN_SIZE", threshold)
         p = p0.copy()
         opt = make(name, p, lr=lr_schedule, max_grad_norm=50.0, **options)
-        assert opt._segments[0][2] is opt._kernels[1 if threshold == 1 else 0]
+        assert opt._plan.segments[0].kernel is host.KERNELS[opt.algorithm.name][threshold == 1]
         for g in grads:
             opt.step(g)
         results.append((p, opt.state))
@@ -98,13 +97,13 @@ def test_serial_and_parallel_paths_agree_bit_for_bit(name, options, dtype, rng, 
 def test_grad_norm_is_the_same_for_any_thread_count(rng):
     g = (rng.standard_normal(1_000_003) * 3).astype(np.float32)
     partials = np.empty(-(-g.size // _config.REDUCTION_BLOCK))
-    serial = cpu.grad_sumsq_serial(g, partials)
+    serial = host.grad_sumsq_serial(g, partials)
     threads = fastopt.get_num_threads()
     try:
         values = []
         for n in range(1, threads + 1):
             fastopt.set_num_threads(n)
-            values.append(cpu.grad_sumsq_parallel(g, partials))
+            values.append(host.grad_sumsq_parallel(g, partials))
     finally:
         fastopt.set_num_threads(threads)
     assert all(v == serial for v in values)
@@ -216,7 +215,7 @@ def test_parameter_groups_equal_separate_optimizers(rng):
         {"params": "bias", "weight_decay": 0.0}, {"params": ["W2"], "lr_scale": 3.0}])
     assert [(g["params"], g["start"], g["stop"]) for g in opt.param_groups] == [
         ("bias", 0, 25), (["W2"], 25, 125), ("default", 125, 725)]
-    assert len(opt._segments) == 3
+    assert len(opt._plan.segments) == 3
 
     parts = {k: fp.data[s].copy() for k, s in fp.segments.items()}
     separate = {

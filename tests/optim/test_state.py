@@ -101,7 +101,7 @@ def test_copies_are_independent_and_continue_identically(clone, rng):
     fp.grad[:] = rng.standard_normal(fp.size)
     opt.step()
     twin = clone(opt)
-    twin_fp = twin._params
+    twin_fp = twin.params
     assert twin_fp is not fp and np.shares_memory(twin_fp.params["W"], twin.param)
     assert twin.param_groups == opt.param_groups and twin.state["step"] == 1
     for _ in range(3):

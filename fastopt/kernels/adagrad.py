@@ -1,0 +1,48 @@
+"""Adagrad: per-element math, host scalars and the update loop (torch.optim.Adagrad's
+numerics).
+
+Kernel arguments: ``(param, grad, state_sum, grad_scale, *AdagradScalars)``.
+"""
+import math
+from typing import NamedTuple
+
+from ._algorithm import Algorithm
+from ._names import element, indices, load_scale  # noqa: F401  (bound per backend)
+
+NAME = "adagrad"
+STATE = ("sum",)
+
+
+class AdagradScalars(NamedTuple):
+    """The Adagrad kernel's scalar arguments after ``grad_scale``, in kernel order."""
+
+    clr: float
+    weight_decay: float
+    eps: float
+
+
+def host_scalars(*, lr: float, lr_decay: float, weight_decay: float, eps: float,
+                 step: int) -> AdagradScalars:
+    """The scalars of update number ``step`` (1 for the first):
+    ``clr = lr / (1 + (step - 1) * lr_decay)``."""
+    return AdagradScalars(lr / (1 + (step - 1) * lr_decay), weight_decay, eps)
+
+
+def adagrad_element(param, grad, state_sum, grad_scale, clr, weight_decay, eps):
+    g = grad * grad_scale
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    s = state_sum + g * g
+    return param - clr * (g / (math.sqrt(s) + eps)), s
+
+
+def loop(param, grad, state_sum, grad_scale, clr, weight_decay, eps):
+    f = param.dtype.type
+    grad_scale = f(load_scale(grad_scale))
+    clr, weight_decay, eps = f(clr), f(weight_decay), f(eps)
+    for i in indices(param.size):
+        param[i], state_sum[i] = element(param[i], grad[i], state_sum[i], grad_scale, clr,
+                                         weight_decay, eps)
+
+
+ALGORITHM = Algorithm(NAME, STATE, AdagradScalars, host_scalars, adagrad_element, loop)

@@ -1,0 +1,174 @@
+"""The host backend: NumPy buffers and the update loops compiled with njit.
+
+Each algorithm's loop is compiled twice (:func:`fastopt._jit.serial_and_parallel`): a
+serial kernel for segments below :data:`fastopt._config.PARALLEL_MIN_SIZE`, where waking
+threads costs more than the update, and a threaded one (``prange``). Host scalars arrive as
+Python floats (cheap to pass) and are cast to the buffer dtype once, before the loop, so
+float32 buffers are updated in float32 arithmetic. A state buffer an option does not use
+(no momentum, no amsgrad, not centered) is passed as an empty array of the buffer dtype.
+Kernels trust shapes, dtypes and contiguity: the checks happen before.
+
+Loops run from 0 to ``size`` over whole (already sliced) buffers: a loop over
+``range(lo, hi)`` does not vectorise, because the index could be negative and numba adds a
+wraparound. A plain ``prange`` loop measured 5-8% faster than a ``prange`` over chunks that
+each run the serial loop.
+"""
+import math
+
+import numpy as np
+from numba import prange
+
+from .. import _config
+from .._config import REDUCTION_BLOCK
+from .._jit import element, kernel, reduction, serial_and_parallel
+from .._validation import check_buffer, check_like
+from . import ALGORITHMS
+from .clipping import clipped_scale
+
+
+@kernel
+def _identity(grad_scale):
+    return grad_scale
+
+
+def _compile(algorithm):
+    return serial_and_parallel(algorithm.loop, algorithm.name, element=element(algorithm.element),
+                               indices=prange, load_scale=_identity)
+
+
+KERNELS = {name: _compile(algorithm) for name, algorithm in ALGORITHMS.items()}
+"""Algorithm name -> (serial, threaded) compiled loop."""
+
+
+@reduction
+def _block_sumsq(block):
+    """Sum of squares of one block, accumulated in float64 (vectorised: see _jit.reduction)."""
+    total = 0.0
+    for i in range(block.size):
+        x = np.float64(block[i])
+        total += x * x
+    return total
+
+
+def _grad_sumsq(grad, partials):
+    """Sum of squares of ``grad`` over fixed blocks; ``partials`` holds one float64 per block."""
+    for b in prange(partials.size):
+        partials[b] = _block_sumsq(grad[b * REDUCTION_BLOCK:(b + 1) * REDUCTION_BLOCK])
+    total = 0.0
+    for b in range(partials.size):
+        total += partials[b]
+    return total
+
+
+grad_sumsq_serial, grad_sumsq_parallel = serial_and_parallel(_grad_sumsq, "grad_sumsq")
+
+
+@kernel
+def count_nonfinite(values):
+    """Number of NaN or infinite elements."""
+    count = 0
+    for i in range(values.size):
+        if not np.isfinite(values[i]):
+            count += 1
+    return count
+
+
+class HostGradNorm:
+    """Squared norm of a flat host gradient: float64 partial sums over fixed blocks, the
+    same for any thread count."""
+
+    def __init__(self, size):
+        self.partials = np.empty(-(-size // REDUCTION_BLOCK), np.float64)
+        threaded = size >= _config.PARALLEL_MIN_SIZE
+        self._reduce = grad_sumsq_parallel if threaded else grad_sumsq_serial
+        self._sumsq = math.nan
+
+    def compute(self, grad, grad_scale, norm_factor, max_norm):
+        self._sumsq = self._reduce(grad, self.partials)
+        if max_norm is None:
+            return grad_scale
+        return clipped_scale(grad_scale, self._sumsq, norm_factor, max_norm)
+
+    def sumsq(self):
+        return self._sumsq
+
+    def nonfinite(self, grad):
+        sumsq = self._sumsq
+        return not math.isfinite(sumsq) and (math.isnan(sumsq) or bool(count_nonfinite(grad)))
+
+
+class HostGradientViews:
+    def __init__(self, shape, dtype, segments):
+        self.shape, self.dtype, self.segments = tuple(shape), np.dtype(dtype), segments
+
+    def views(self, grad):
+        check_like("grad", grad, self.shape, self.dtype)
+        flat = grad if grad.ndim == 1 else grad.reshape(-1)
+        return flat, [flat[s] for s in self.segments]
+
+
+class HostBackend:
+    """NumPy buffers in host memory; see the module docstring."""
+
+    name = "cpu"
+    pickles_buffers = True
+
+    def __reduce__(self):
+        return "HOST"  # the module's one instance, also after pickling
+
+    def empty(self, size, dtype):
+        return np.empty(size, dtype)
+
+    def full(self, size, value, dtype):
+        return np.full(size, value, dtype)
+
+    def fill(self, array, value):
+        array.fill(value)
+
+    def to_host(self, array):
+        return array.copy()
+
+    def from_host(self, values):
+        return np.array(values)
+
+    def copy_from_host(self, array, values):
+        np.copyto(array, values, casting="same_kind")
+
+    def copy(self, dst, src):
+        np.copyto(dst, src)
+
+    def copy_of(self, array):
+        return array.copy()
+
+    def owns(self, obj):
+        return isinstance(obj, np.ndarray)
+
+    def layout(self, obj):
+        return obj.shape, obj.dtype, obj.flags.c_contiguous, obj.flags.writeable
+
+    def check_buffer(self, name, obj, *, writeable=True):
+        check_buffer(name, obj, writeable=writeable)
+        return obj.reshape(-1)
+
+    def check_like(self, name, obj, shape, dtype, reference_name="params"):
+        check_like(name, obj, shape, dtype, reference_name)
+        return obj.reshape(-1)
+
+    def overlaps(self, a, b):
+        return bool(np.may_share_memory(a, b))
+
+    def gradient_views(self, shape, dtype, segments):
+        return HostGradientViews(shape, dtype, segments)
+
+    def update_kernel(self, algorithm, size):
+        serial, threaded = KERNELS[algorithm.name]
+        return threaded if size >= _config.PARALLEL_MIN_SIZE else serial
+
+    def grad_scale(self, value):
+        return value
+
+    def grad_norm(self, size):
+        return HostGradNorm(size)
+
+
+HOST = HostBackend()

@@ -1,0 +1,94 @@
+"""RMSprop: per-element math, host scalars and the update loop (torch.optim.RMSprop's
+numerics, centered and momentum variants).
+
+Kernel arguments: ``(param, grad, square_avg, grad_avg, momentum_buffer, grad_scale,
+*RMSpropScalars)``; ``grad_avg`` and ``momentum_buffer`` are empty arrays when centered
+or momentum is off.
+"""
+import math
+from typing import NamedTuple
+
+from ._algorithm import Algorithm
+from ._names import element, indices, load_scale  # noqa: F401  (bound per backend)
+
+NAME = "rmsprop"
+STATE = ("square_avg", "grad_avg", "momentum_buffer")
+
+
+class RMSpropScalars(NamedTuple):
+    """The RMSprop kernel's scalar arguments after ``grad_scale``, in kernel order."""
+
+    lr: float
+    alpha: float
+    one_minus_alpha: float
+    eps: float
+    weight_decay: float
+    momentum: float
+    centered: bool
+
+
+def host_scalars(*, lr: float, alpha: float, eps: float, weight_decay: float,
+                 momentum: float, centered: bool) -> RMSpropScalars:
+    """The scalars of one update (they do not depend on the step number)."""
+    return RMSpropScalars(lr, alpha, 1 - alpha, eps, weight_decay, momentum, centered)
+
+
+def rmsprop_element(param, grad, square_avg, grad_avg, momentum_buffer, grad_scale, lr, alpha,
+                    one_minus_alpha, one_minus_alpha_complement, eps, weight_decay, momentum,
+                    centered):
+    g = grad * grad_scale
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    v = square_avg * alpha + one_minus_alpha * g * g
+    ga = grad_avg
+    if centered:
+        if one_minus_alpha < 0.5:  # torch.lerp(grad_avg, g, 1 - alpha)
+            ga = grad_avg + one_minus_alpha * (g - grad_avg)
+        else:
+            ga = g - (g - grad_avg) * one_minus_alpha_complement
+        avg = math.sqrt(v - ga * ga) + eps
+    else:
+        avg = math.sqrt(v) + eps
+    buf = momentum_buffer
+    if momentum > 0:
+        buf = momentum_buffer * momentum + g / avg
+        p = param - lr * buf
+    else:
+        p = param - lr * (g / avg)
+    return p, v, ga, buf
+
+
+def loop(param, grad, square_avg, grad_avg, momentum_buffer, grad_scale, lr, alpha,
+         one_minus_alpha, eps, weight_decay, momentum, centered):
+    f = param.dtype.type
+    grad_scale = f(load_scale(grad_scale))
+    lr, alpha, one_minus_alpha, eps = f(lr), f(alpha), f(one_minus_alpha), f(eps)
+    weight_decay, momentum = f(weight_decay), f(momentum)
+    one_minus_alpha_complement = f(1.0) - one_minus_alpha
+    # one loop per option set, so each loop body has no unused loads or stores
+    if centered and momentum > 0:
+        for i in indices(param.size):
+            param[i], square_avg[i], grad_avg[i], momentum_buffer[i] = element(
+                param[i], grad[i], square_avg[i], grad_avg[i], momentum_buffer[i], grad_scale,
+                lr, alpha, one_minus_alpha, one_minus_alpha_complement, eps, weight_decay,
+                momentum, True)
+    elif centered:
+        for i in indices(param.size):
+            param[i], square_avg[i], grad_avg[i], _ = element(
+                param[i], grad[i], square_avg[i], grad_avg[i], grad[i], grad_scale, lr, alpha,
+                one_minus_alpha, one_minus_alpha_complement, eps, weight_decay, momentum, True)
+    elif momentum > 0:
+        for i in indices(param.size):
+            param[i], square_avg[i], _, momentum_buffer[i] = element(
+                param[i], grad[i], square_avg[i], grad[i], momentum_buffer[i], grad_scale, lr,
+                alpha, one_minus_alpha, one_minus_alpha_complement, eps, weight_decay,
+                momentum, False)
+    else:
+        for i in indices(param.size):
+            param[i], square_avg[i], _, _ = element(
+                param[i], grad[i], square_avg[i], grad[i], grad[i], grad_scale, lr, alpha,
+                one_minus_alpha, one_minus_alpha_complement, eps, weight_decay, momentum,
+                False)
+
+
+ALGORITHM = Algorithm(NAME, STATE, RMSpropScalars, host_scalars, rmsprop_element, loop)

@@ -1,0 +1,67 @@
+"""SGD: per-element math, host scalars and the update loop (torch.optim.SGD's numerics).
+
+Kernel arguments: ``(param, grad, momentum_buffer, grad_scale, *SGDScalars)``.
+"""
+from typing import NamedTuple
+
+from ._algorithm import Algorithm
+from ._names import element, indices, load_scale  # noqa: F401  (bound per backend)
+
+NAME = "sgd"
+STATE = ("momentum_buffer",)
+
+
+class SGDScalars(NamedTuple):
+    """The SGD kernel's scalar arguments after ``grad_scale``, in kernel order."""
+
+    lr: float
+    weight_decay: float
+    momentum: float
+    one_minus_dampening: float
+    nesterov: bool
+    first_step: bool
+
+
+def host_scalars(*, lr: float, weight_decay: float, momentum: float, dampening: float,
+                 nesterov: bool, first_step: bool) -> SGDScalars:
+    """The scalars of one update (``first_step``: the first update, which copies the
+    gradient into the momentum buffer without dampening, as torch does)."""
+    return SGDScalars(lr, weight_decay, momentum, 1 - dampening, nesterov, first_step)
+
+
+def sgd_element(param, grad, momentum_buffer, grad_scale, lr, weight_decay, momentum,
+                one_minus_dampening, nesterov, first_step):
+    g = grad * grad_scale
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    buf = momentum_buffer
+    if momentum != 0:
+        if first_step:
+            buf = g
+        else:
+            buf = momentum_buffer * momentum + one_minus_dampening * g
+        if nesterov:
+            g = g + momentum * buf
+        else:
+            g = buf
+    return param - lr * g, buf
+
+
+def loop(param, grad, momentum_buffer, grad_scale, lr, weight_decay, momentum,
+         one_minus_dampening, nesterov, first_step):
+    f = param.dtype.type
+    grad_scale = f(load_scale(grad_scale))
+    lr, weight_decay, momentum = f(lr), f(weight_decay), f(momentum)
+    one_minus_dampening = f(one_minus_dampening)
+    if momentum != 0:
+        for i in indices(param.size):
+            param[i], momentum_buffer[i] = element(
+                param[i], grad[i], momentum_buffer[i], grad_scale, lr, weight_decay, momentum,
+                one_minus_dampening, nesterov, first_step)
+    else:
+        for i in indices(param.size):
+            param[i], _ = element(param[i], grad[i], grad[i], grad_scale, lr, weight_decay,
+                                  momentum, one_minus_dampening, nesterov, first_step)
+
+
+ALGORITHM = Algorithm(NAME, STATE, SGDScalars, host_scalars, sgd_element, loop)
