@@ -1,5 +1,7 @@
 """Achieved memory bandwidth of the Adam step, and its fraction of a kernel with the same
-memory traffic (read 4 arrays, write 3), both measured alternately in this process."""
+memory traffic (read 4 arrays, write 3), both measured alternately in this process.
+"""
+
 import numpy as np
 
 from fastopt.cli import bench as benchmark
@@ -17,8 +19,10 @@ class AdamBandwidth:
 
     def track_gbps(self, size, dtype):
         return self.row["gbps"]
+
     track_gbps.unit = "GB/s"
 
     def track_fraction_of_stream(self, size, dtype):
         return self.row["fraction_of_stream"]
+
     track_fraction_of_stream.unit = "ratio"

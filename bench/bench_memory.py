@@ -1,4 +1,5 @@
 """Peak memory: building an optimizer allocates its state once; a step allocates nothing."""
+
 import numpy as np
 
 import fastopt
@@ -29,4 +30,5 @@ class Memory:
 
     def track_state_bytes_per_parameter(self, name, size):
         return sum(v.nbytes for k, v in self.opt.state.items() if k != "step") / size
+
     track_state_bytes_per_parameter.unit = "bytes"

@@ -4,6 +4,7 @@ One asv run shows the ratios: compare ``StepFastopt``, ``StepNumpy`` and ``StepT
 the same parameters (ratios between asv's separate processes are only indicative: for
 same-process ratios use ``python -m fastopt bench``).
 """
+
 import numpy as np
 
 import fastopt
@@ -25,7 +26,7 @@ class StepFastopt:
     def setup(self, name, size, dtype):
         p, self.g = data(size, dtype)
         self.step = benchmark.fastopt_stepper(name, p, self.g)
-        self.step()                     # compile (or load from the cache) and warm up
+        self.step()  # compile (or load from the cache) and warm up
 
     def time_step(self, name, size, dtype):
         self.step()
@@ -65,18 +66,26 @@ class StepTorch:
 
 class StepOptions:
     """Adam with global-norm clipping, the non-finite skip, and parameter groups."""
-    params = (grid(["plain", "clip", "skip_nonfinite", "clip+skip", "groups3"],
-                   ["clip+skip", "groups3"]), sizes(1e5, 1e7))
+
+    params = (
+        grid(["plain", "clip", "skip_nonfinite", "clip+skip", "groups3"], ["clip+skip", "groups3"]),
+        sizes(1e5, 1e7),
+    )
     param_names = ["variant", "size"]
 
     def setup(self, variant, size):
         p, g = data(size, np.float32)
-        options = {"clip": {"max_grad_norm": 1.0}, "skip_nonfinite": {"skip_nonfinite": True},
-                   "clip+skip": {"max_grad_norm": 1.0, "skip_nonfinite": True},
-                   "groups3": {"param_groups": [{"params": slice(0, size // 3), "weight_decay": 0.0},
-                                                {"params": slice(size // 3, 2 * size // 3),
-                                                 "lr_scale": 0.1}]},
-                   }.get(variant, {})
+        options = {
+            "clip": {"max_grad_norm": 1.0},
+            "skip_nonfinite": {"skip_nonfinite": True},
+            "clip+skip": {"max_grad_norm": 1.0, "skip_nonfinite": True},
+            "groups3": {
+                "param_groups": [
+                    {"params": slice(0, size // 3), "weight_decay": 0.0},
+                    {"params": slice(size // 3, 2 * size // 3), "lr_scale": 0.1},
+                ]
+            },
+        }.get(variant, {})
         self.opt, self.g = fastopt.Adam(p, lr=1e-3, **options), g
         self.opt.step(g)
 
@@ -86,15 +95,18 @@ class StepOptions:
 
 class Schedule:
     """A step driven by a schedule: the host-side cost of evaluating it."""
+
     params = (["constant", "warmup_cosine_decay", "one_cycle", "cosine_restarts"],)
     param_names = ["schedule"]
 
     def setup(self, name):
         S = fastopt.schedules
-        self.schedule = {"constant": S.constant(1e-3),
-                         "warmup_cosine_decay": S.warmup_cosine_decay(1e-3, 100, 10_000),
-                         "one_cycle": S.one_cycle(1e-3, 10_000),
-                         "cosine_restarts": S.cosine_restarts(1e-3, 100, 2)}[name]
+        self.schedule = {
+            "constant": S.constant(1e-3),
+            "warmup_cosine_decay": S.warmup_cosine_decay(1e-3, 100, 10_000),
+            "one_cycle": S.one_cycle(1e-3, 10_000),
+            "cosine_restarts": S.cosine_restarts(1e-3, 100, 2),
+        }[name]
         p, self.g = data(1000, np.float32)
         self.opt = fastopt.Adam(p, lr=self.schedule)
         self.opt.step(self.g)
@@ -104,6 +116,8 @@ class Schedule:
 
     def track_evaluation_us(self, name):
         import timeit
+
         n = 20_000
         return timeit.timeit(lambda: self.schedule(5000), number=n) / n * 1e6
+
     track_evaluation_us.unit = "microseconds"

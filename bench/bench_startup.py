@@ -1,4 +1,5 @@
 """``import fastopt`` plus the first Adam step in a fresh interpreter."""
+
 import os
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ class FirstStep:
 
     def timeraw_import_and_first_step_cold_cache(self):
         folder = tempfile.mkdtemp(prefix="fastopt-cold-")
-        os.environ["NUMBA_CACHE_DIR"] = folder   # inherited by the timed interpreter
+        os.environ["NUMBA_CACHE_DIR"] = folder  # inherited by the timed interpreter
         self._cold = folder
         return CODE
 

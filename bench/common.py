@@ -4,6 +4,7 @@ Set ``FASTOPT_BENCH_SMOKE=1`` for a run-once check of every benchmark (CI): size
 1,000 elements and the parameter grids to a few representative values, because asv runs
 each parameter combination in its own process (and importing torch alone takes seconds).
 """
+
 import os
 
 import numpy as np

@@ -17,6 +17,7 @@ Buffers are released between phases; 1e9 float32 Adam needs 16 GB of device memo
 numba-cuda's simulator (``NUMBA_ENABLE_CUDASIM=1``) pass tiny ``--sizes``: it is then a
 smoke test, and its timings mean nothing.
 """
+
 import argparse
 import gc
 import json
@@ -51,7 +52,8 @@ def timed(step, sync, repeat):
 
 def steps_for(size, itemsize, repeat):
     """At least ``repeat`` steps, and enough for about 10 GB of traffic per timing (on a
-    GPU: the simulator runs exactly ``repeat``)."""
+    GPU: the simulator runs exactly ``repeat``).
+    """
     if kernels.simulated():
         return repeat
     return max(repeat, min(2000, int(1e10 // (7 * size * itemsize))))
@@ -82,7 +84,7 @@ def bench_size(size, dtype, repeat, torch):
     repeat = steps_for(size, itemsize, repeat)
     rows = []
     src, dst = kernels.CUDA.full(size, 1.0, dtype), kernels.CUDA.empty(size, dtype)
-    seconds = timed(lambda: dst.copy_to_device(src), sync, repeat)
+    seconds = timed(lambda: dst.copy_to_device(src), sync, repeat)  # noqa: F821
     copy_gbs = 2 * size * itemsize / seconds / 1e9
     rows.append({"size": size, "name": "copy", "ms": seconds * 1e3, "gbs": copy_gbs})
     del src, dst
@@ -91,18 +93,26 @@ def bench_size(size, dtype, repeat, torch):
     for label, name, options, words in OPTIMIZERS:
         param = kernels.CUDA.full(size, 1.0, dtype)
         opt = getattr(fastopt, name)(param, lr=1e-3, **options)
-        seconds = timed(lambda: opt.step(grad), sync, repeat)
+        seconds = timed(lambda: opt.step(grad), sync, repeat)  # noqa: B023, F821
         gbs = words * size * itemsize / seconds / 1e9
-        rows.append({"size": size, "name": label, "ms": seconds * 1e3, "gbs": gbs,
-                     "of_copy": gbs / copy_gbs})
+        rows.append(
+            {
+                "size": size,
+                "name": label,
+                "ms": seconds * 1e3,
+                "gbs": gbs,
+                "of_copy": gbs / copy_gbs,
+            }
+        )
         del opt, param
         release(cuda)
     del grad
     release(cuda)
     if torch is not None:
         for name, row in (("Adam", rows[-2]), ("AdamW", rows[-1])):
-            p = torch.nn.Parameter(torch.ones(size, dtype=getattr(torch, np.dtype(dtype).name),
-                                              device="cuda"))
+            p = torch.nn.Parameter(
+                torch.ones(size, dtype=getattr(torch, np.dtype(dtype).name), device="cuda")
+            )
             p.grad = torch.full_like(p, 1e-3)
             opt = getattr(torch.optim, name)([p], lr=1e-3, fused=True)
             seconds = timed(opt.step, torch.cuda.synchronize, repeat)
@@ -116,11 +126,13 @@ def bench_size(size, dtype, repeat, torch):
 
 def size_label(size):
     exponent = len(str(size)) - 1
-    return f"1e{exponent}" if size == 10 ** exponent else str(size)
+    return f"1e{exponent}" if size == 10**exponent else str(size)
 
 
-HEADER = (f"{'size':>6}  {'step':<13} {'ms/step':>9} {'GB/s':>8} {'of copy':>8} "
-          f"{'torch fused ms':>15} {'torch/fastopt':>14}")
+HEADER = (
+    f"{'size':>6}  {'step':<13} {'ms/step':>9} {'GB/s':>8} {'of copy':>8} "
+    f"{'torch fused ms':>15} {'torch/fastopt':>14}"
+)
 
 
 def table(rows):
@@ -129,8 +141,10 @@ def table(rows):
         of_copy = f"{r['of_copy']:.0%}" if "of_copy" in r else ""
         torch_ms = f"{r['torch_fused_ms']:.3f}" if "torch_fused_ms" in r else ""
         ratio = f"{r['vs_torch_fused']:.2f}x" if "vs_torch_fused" in r else ""
-        lines.append(f"{size_label(r['size']):>6}  {r['name']:<13} {r['ms']:>9.3f} "
-                     f"{r['gbs']:>8.1f} {of_copy:>8} {torch_ms:>15} {ratio:>14}")
+        lines.append(
+            f"{size_label(r['size']):>6}  {r['name']:<13} {r['ms']:>9.3f} "
+            f"{r['gbs']:>8.1f} {of_copy:>8} {torch_ms:>15} {ratio:>14}"
+        )
     return "\n".join(lines)
 
 
@@ -142,13 +156,16 @@ def main(argv=None):
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args(argv)
     from fastopt.kernels.backend import cuda_backend
+
     cuda_backend()  # a clear error without numba-cuda or a GPU
     device = kernels.cuda.get_current_device()
     name = getattr(device, "name", b"?")
     name = name.decode() if isinstance(name, bytes) else str(name)
     torch, why_not = torch_cuda()
-    print(f"fastopt {fastopt.__version__} GPU benchmark: {name}, {args.dtype}, "
-          f"{args.repeat} steps per timing")
+    print(
+        f"fastopt {fastopt.__version__} GPU benchmark: {name}, {args.dtype}, "
+        f"{args.repeat} steps per timing"
+    )
     if kernels.simulated():
         print("running under the CUDA simulator: timings mean nothing")
     if why_not:

@@ -6,6 +6,7 @@ Rank 0 prints the median time of a whole ``DataParallel.step``, of its collectiv
 (the same Allreduce, or Reduce_scatter + Allgatherv, on buffers of the same size), the
 bytes each rank hands to MPI per step, and the optimizer-state bytes per rank.
 """
+
 import argparse
 import time
 
@@ -31,7 +32,7 @@ def main():
     counts, starts = shard_bounds(size, ranks)
     shard = np.empty(counts[rank], np.float32)
     step_times, comm_times = [], []
-    for i in range(args.steps + 3):
+    for _ in range(args.steps + 3):
         fp.grad[:] = g
         comm.Barrier()
         start = time.perf_counter()
@@ -51,10 +52,12 @@ def main():
     bytes_out = (2 if args.zero else 1) * size * 4 if ranks > 1 else 0
     if rank == 0:
         mode = "ZeRO-1" if args.zero else "replicated"
-        print(f"Adam {size:.0e} float32, {ranks} rank(s), {mode}: step {step * 1e3:.2f} ms, "
-              f"collectives {collective * 1e3:.2f} ms ({collective / step:.0%} of the step), "
-              f"{bytes_out / 1e6:.0f} MB passed to MPI per rank per step, optimizer state "
-              f"{dp.state_bytes() / 1e6:.0f} MB on rank 0")
+        print(
+            f"Adam {size:.0e} float32, {ranks} rank(s), {mode}: step {step * 1e3:.2f} ms, "
+            f"collectives {collective * 1e3:.2f} ms ({collective / step:.0%} of the step), "
+            f"{bytes_out / 1e6:.0f} MB passed to MPI per rank per step, optimizer state "
+            f"{dp.state_bytes() / 1e6:.0f} MB on rank 0"
+        )
 
 
 if __name__ == "__main__":

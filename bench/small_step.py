@@ -2,6 +2,7 @@
 
 Usage: python bench/small_step.py [--size 1000] [--steps 20000]
 """
+
 import argparse
 import time
 
@@ -24,10 +25,14 @@ def main():
         for mode in ("flatparams", "explicit grad", "schedule + clip"):
             fp = fastopt.FlatParams([np.zeros(args.size, dtype)])
             fp.grad[:] = 1e-3
-            extra = {"lr": lambda t: 1e-3 / (1 + 1e-4 * t), "max_grad_norm": 1.0} \
-                if mode == "schedule + clip" else {}
+            extra = (
+                {"lr": lambda t: 1e-3 / (1 + 1e-4 * t), "max_grad_norm": 1.0}
+                if mode == "schedule + clip"
+                else {}
+            )
             opt = getattr(fastopt, cls)(fp, **{**options, **extra})
-            step = (lambda: opt.step(fp.grad)) if mode == "explicit grad" else opt.step
+            grad = fp.grad
+            step = (lambda: opt.step(grad)) if mode == "explicit grad" else opt.step  # noqa: B023
             for _ in range(100):
                 step()
             best = float("inf")

@@ -7,6 +7,7 @@ each step starts with the optimizer's arrays partly out of cache, as after a for
 backward pass. The crossover is the size above which ``fastopt._config.PARALLEL_MIN_SIZE``
 should send buffers to the parallel kernel.
 """
+
 import argparse
 import random
 import time

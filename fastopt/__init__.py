@@ -1,4 +1,5 @@
 """fastopt: fused in-place optimizers over flat NumPy parameter buffers."""
+
 from ._threading import preload_torch_openmp as _preload_torch_openmp
 
 _preload_torch_openmp()
@@ -6,12 +7,22 @@ _preload_torch_openmp()
 from . import functional, schedules  # noqa: E402
 from ._threading import get_num_threads, set_num_threads  # noqa: E402
 from .buffers import FlatParams  # noqa: E402
+from .cli import datasets  # noqa: E402
+from .lr import (  # noqa: E402
+    CostEvent,
+    CostIncreaseError,
+    CostMonitor,
+    CostWarning,
+    GradCheckResult,
+    NonFiniteCostError,
+    RangeTestResult,
+    SweepResult,
+    check_grad,
+    lr_range_test,
+    sweep,
+)
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
 from .schedules import plot_schedule, scale_lr  # noqa: E402
-from .cli import datasets  # noqa: E402
-from .lr import (CostEvent, CostIncreaseError, CostMonitor, CostWarning,  # noqa: E402
-                 GradCheckResult, NonFiniteCostError, RangeTestResult, SweepResult,
-                 check_grad, lr_range_test, sweep)
 
 __version__ = "0.1.0"
 

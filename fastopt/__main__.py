@@ -1,4 +1,5 @@
 """``python -m fastopt``: the command line (see :mod:`fastopt.cli`)."""
+
 import sys
 
 from .cli import main

@@ -1,4 +1,6 @@
-"""Tunable constants of the CPU kernels (measured on a 2-core AVX2 machine, see docs/performance.md)."""
+"""Tunable constants of the CPU kernels (measured on a 2-core AVX2 machine; see
+docs/performance.md).
+"""
 
 #: Buffers (and parameter groups) with fewer elements than this run the serial kernel:
 #: below it, waking the thread pool costs more than it saves. Measured with

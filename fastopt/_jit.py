@@ -18,6 +18,7 @@ decided here and nowhere else.
   at 1e7 float32. NaN and inf still propagate; the order is fixed per compiled block, so
   the norm does not depend on the thread count.
 """
+
 import types
 
 from numba import njit
@@ -30,8 +31,10 @@ so it applies these itself): numba-cuda's error model is already NumPy's."""
 
 def kernel(function=None, *, parallel=False):
     """Compile a loop kernel with the package policy (``parallel=True`` enables prange)."""
+
     def decorate(fn):
         return njit(parallel=parallel, **JIT_OPTIONS)(fn)
+
     return decorate if function is None else decorate(function)
 
 
@@ -55,8 +58,9 @@ def bind(function, name, **names):
     """
     scope = dict(function.__globals__)
     scope.update(names)
-    copy = types.FunctionType(function.__code__, scope, name, function.__defaults__,
-                              function.__closure__)
+    copy = types.FunctionType(
+        function.__code__, scope, name, function.__defaults__, function.__closure__
+    )
     copy.__qualname__ = name
     copy.__doc__ = function.__doc__
     return copy
@@ -68,5 +72,7 @@ def serial_and_parallel(loop, name, **names):
     Returns ``(serial, parallel)``, named ``{name}_serial`` and ``{name}_parallel``, with
     ``names`` bound as for :func:`bind`.
     """
-    return (njit(parallel=False, **JIT_OPTIONS)(bind(loop, f"{name}_serial", **names)),
-            njit(parallel=True, **JIT_OPTIONS)(bind(loop, f"{name}_parallel", **names)))
+    return (
+        njit(parallel=False, **JIT_OPTIONS)(bind(loop, f"{name}_serial", **names)),
+        njit(parallel=True, **JIT_OPTIONS)(bind(loop, f"{name}_parallel", **names)),
+    )

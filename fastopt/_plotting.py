@@ -5,6 +5,7 @@ def pyplot(headless):
     """Import matplotlib.pyplot, switching to the Agg backend when only writing a file."""
     try:
         import matplotlib
+
         if headless:
             matplotlib.use("Agg")
         import matplotlib.pyplot as plt

@@ -8,6 +8,9 @@ problem. :func:`preload_torch_openmp` reproduces the good order without importin
 when torch is installed but not imported, it loads torch's bundled OpenMP runtime before
 numba starts its pool, so a later ``import torch`` finds its own runtime already loaded.
 """
+
+from __future__ import annotations
+
 import ctypes
 import glob
 import importlib.util
@@ -19,7 +22,7 @@ import numba
 _preloaded = None
 
 
-def preload_torch_openmp():
+def preload_torch_openmp() -> str | None:
     """Load torch's bundled libgomp if torch is installed but not yet imported.
 
     Returns the path loaded, or None when nothing needed loading. Set the environment
@@ -47,17 +50,19 @@ def preload_torch_openmp():
     return None
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Set the number of threads the parallel kernels use (numba's thread count)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"Invalid thread count: {n!r} (expected an integer >= 1)")
     maximum = numba.config.NUMBA_NUM_THREADS
     if n > maximum:
-        raise ValueError(f"Invalid thread count: {n} (expected at most {maximum}, "
-                         "set NUMBA_NUM_THREADS before import to allow more)")
+        raise ValueError(
+            f"Invalid thread count: {n} (expected at most {maximum}, "
+            "set NUMBA_NUM_THREADS before import to allow more)"
+        )
     numba.set_num_threads(n)
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Return the number of threads the parallel kernels use."""
     return numba.get_num_threads()

@@ -3,6 +3,7 @@
 Messages follow torch.optim's wording where torch has one and always name the argument,
 the value and the rule. All checks run before any buffer is touched.
 """
+
 import math
 import numbers
 
@@ -18,8 +19,9 @@ def _is_real(value):
 def check_number(name, value, rule, ok):
     """Raise ``ValueError(f"Invalid {name}: {value} (expected {rule})")`` unless ``ok(value)``."""
     if not _is_real(value):
-        raise TypeError(f"Invalid {name}: {value!r} (expected a real number, got "
-                        f"{type(value).__name__})")
+        raise TypeError(
+            f"Invalid {name}: {value!r} (expected a real number, got {type(value).__name__})"
+        )
     if math.isnan(value) or not ok(value):
         raise ValueError(f"Invalid {name}: {value} (expected {rule})")
     return float(value)
@@ -44,8 +46,9 @@ def check_betas(betas):
     if len(pair) != 2:
         raise ValueError(f"Invalid betas: {betas!r} (expected a pair of numbers)")
     for index, beta in enumerate(pair):
-        check_number(f"beta parameter at index {index}", beta, "0 <= beta < 1",
-                     lambda v: 0 <= v < 1)
+        check_number(
+            f"beta parameter at index {index}", beta, "0 <= beta < 1", lambda v: 0 <= v < 1
+        )
     return float(pair[0]), float(pair[1])
 
 
@@ -70,9 +73,11 @@ def check_buffer(name, array, *, writeable=True):
     if array.size == 0:
         raise ValueError(f"optimizer got an empty parameter list ({name} has size 0)")
     if not array.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (got strides {array.strides} for "
-                         f"shape {array.shape}); pass np.ascontiguousarray(...) and update "
-                         "that copy, or pack it with fastopt.FlatParams")
+        raise ValueError(
+            f"{name} must be C-contiguous (got strides {array.strides} for "
+            f"shape {array.shape}); pass np.ascontiguousarray(...) and update "
+            "that copy, or pack it with fastopt.FlatParams"
+        )
     if writeable and not array.flags.writeable:
         raise ValueError(f"{name} must be writeable, but the array is read-only")
     return array
@@ -80,15 +85,20 @@ def check_buffer(name, array, *, writeable=True):
 
 def check_like(name, array, shape, dtype, reference_name="params"):
     """An ndarray with exactly this shape and dtype (those of ``reference_name``),
-    C-contiguous."""
+    C-contiguous.
+    """
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, but got {type(array).__name__}")
     if array.shape != tuple(shape):
-        raise ValueError(f"{name} must have the shape of {reference_name}: expects "
-                         f"{tuple(shape)} but got {array.shape}")
+        raise ValueError(
+            f"{name} must have the shape of {reference_name}: expects "
+            f"{tuple(shape)} but got {array.shape}"
+        )
     if array.dtype != dtype:
-        raise TypeError(f"{name} must have the dtype of {reference_name}: expects "
-                        f"{np.dtype(dtype)} but got {array.dtype}")
+        raise TypeError(
+            f"{name} must have the dtype of {reference_name}: expects "
+            f"{np.dtype(dtype)} but got {array.dtype}"
+        )
     if not array.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (got strides {array.strides})")
     return array
@@ -100,25 +110,28 @@ def scheduled_lr(schedule, step, name="learning rate"):
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"Invalid {name} from schedule at step {step}: {value!r} "
-                        "(expected a real number)") from None
+        raise TypeError(
+            f"Invalid {name} from schedule at step {step}: {value!r} (expected a real number)"
+        ) from None
     if not value >= 0:
-        raise ValueError(f"Invalid {name} from schedule at step {step}: {value} "
-                         "(expected 0 <= lr)")
+        raise ValueError(f"Invalid {name} from schedule at step {step}: {value} (expected 0 <= lr)")
     return value
 
 
 def check_device_buffer(name, layout):
     """Like :func:`check_buffer`, for a device array's ``(shape, dtype, contiguous,
-    writeable)`` (read from its ``__cuda_array_interface__``)."""
+    writeable)`` (read from its ``__cuda_array_interface__``).
+    """
     shape, dtype, contiguous, writeable = layout
     check_float_dtype(name, dtype)
     if math.prod(shape) == 0:
         raise ValueError(f"optimizer got an empty parameter list ({name} has size 0)")
     if not contiguous:
-        raise ValueError(f"{name} must be C-contiguous (got a strided device array of shape "
-                         f"{shape}); pass a contiguous copy and update that, or pack it with "
-                         "fastopt.FlatParams(..., device='cuda')")
+        raise ValueError(
+            f"{name} must be C-contiguous (got a strided device array of shape "
+            f"{shape}); pass a contiguous copy and update that, or pack it with "
+            "fastopt.FlatParams(..., device='cuda')"
+        )
     if not writeable:
         raise ValueError(f"{name} must be writeable, but the device array is read-only")
 
@@ -127,10 +140,13 @@ def check_device_like(name, layout, shape, dtype, reference_name="params"):
     """Like :func:`check_like`, for a device array's layout."""
     got_shape, got_dtype, contiguous, _ = layout
     if got_shape != tuple(shape):
-        raise ValueError(f"{name} must have the shape of {reference_name}: expects "
-                         f"{tuple(shape)} but got {got_shape}")
+        raise ValueError(
+            f"{name} must have the shape of {reference_name}: expects "
+            f"{tuple(shape)} but got {got_shape}"
+        )
     if got_dtype != dtype:
-        raise TypeError(f"{name} must have the dtype of {reference_name}: expects "
-                        f"{dtype} but got {got_dtype}")
+        raise TypeError(
+            f"{name} must have the dtype of {reference_name}: expects {dtype} but got {got_dtype}"
+        )
     if not contiguous:
         raise ValueError(f"{name} must be C-contiguous (got a strided device array)")

@@ -1,10 +1,20 @@
 """FlatParams: many arrays packed into one contiguous parameter buffer and one gradient buffer."""
+
+from __future__ import annotations
+
 import numbers
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .kernels import backend as backends
 from ._validation import FLOAT_DTYPES, check_float_dtype
+from .kernels import backend as backends
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from .kernels.backend import Backend
 
 
 class FlatParams:
@@ -45,15 +55,23 @@ class FlatParams:
     (8, (3, 2), True)
     """
 
-    def __init__(self, arrays, *, dtype=None, groups=None, device="auto"):
+    def __init__(
+        self,
+        arrays: dict[str, Any] | list[Any] | tuple[Any, ...],
+        *,
+        dtype: npt.DTypeLike | None = None,
+        groups: dict[str, str | int | Sequence[str | int]] | None = None,
+        device: str = "auto",
+    ) -> None:
         keyed = isinstance(arrays, dict)
         if keyed:
             names, values = list(arrays), [arrays[k] for k in arrays]
         elif isinstance(arrays, (list, tuple)):
             names, values = list(range(len(arrays))), list(arrays)
         else:
-            raise TypeError("FlatParams expects a dict or a list of arrays, but got "
-                            f"{type(arrays).__name__}")
+            raise TypeError(
+                f"FlatParams expects a dict or a list of arrays, but got {type(arrays).__name__}"
+            )
         if not names:
             raise ValueError("FlatParams got an empty parameter list")
         backends.check_device(device)
@@ -61,8 +79,10 @@ class FlatParams:
         if device == "auto":
             device = "cuda" if any(sources) else "cpu"
         self._backend = backends.get(device)
-        layouts = [_DeviceLayout(src.layout(v)) if src else np.asarray(v)
-                   for v, src in zip(values, sources)]
+        layouts = [
+            _DeviceLayout(src.layout(v)) if src else np.asarray(v)
+            for v, src in zip(values, sources)
+        ]
         dtype = _common_dtype(names, layouts, dtype)
         order = _packing_order(names, groups)
         self._keyed = keyed
@@ -75,7 +95,8 @@ class FlatParams:
     def _pack(self, name, value, source):
         """Copy one array into its slice of ``data``: host values are converted to the
         buffer dtype; device arrays must be contiguous (and, for device buffers, of the
-        buffer dtype)."""
+        buffer dtype).
+        """
         s = self._slices[name]
         if s.stop == s.start:
             return
@@ -84,13 +105,14 @@ class FlatParams:
             return
         shape, dtype, contiguous, _ = source.layout(value)
         if not contiguous:
-            raise ValueError(f"array {name!r} is a strided device array: pass a "
-                             "contiguous one")
+            raise ValueError(f"array {name!r} is a strided device array: pass a contiguous one")
         flat = source.check_like(name, value, shape, dtype).reshape(s.stop - s.start)
         if source is self._backend:
             if dtype != self.dtype:
-                raise TypeError(f"device array {name!r} has dtype {dtype}, but the buffers "
-                                f"are {self.dtype}: convert it on the device first")
+                raise TypeError(
+                    f"device array {name!r} has dtype {dtype}, but the buffers "
+                    f"are {self.dtype}: convert it on the device first"
+                )
             source.copy(self.data[s], flat)
         else:
             self._backend.copy_from_host(self.data[s], source.to_host(flat))
@@ -115,7 +137,7 @@ class FlatParams:
         self.params = self.view(self.data)
         self.grads = self.view(self.grad)
 
-    def view(self, flat):
+    def view(self, flat: np.ndarray | Any) -> Any:
         """Views with the packed names and shapes into any flat array of this layout.
 
         Use it to look at optimizer state per layer:
@@ -129,27 +151,28 @@ class FlatParams:
         return dict(zip(self._names, views)) if self._keyed else views
 
     @property
-    def size(self):
+    def size(self) -> int:
         """Total number of elements in the flat buffers."""
         return self.data.size
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return np.dtype(self.data.dtype)
 
     @property
-    def device(self):
+    def device(self) -> str:
         """Where the buffers live: "cpu" or "cuda"."""
         return self._backend.name
 
     @property
-    def backend(self):
+    def backend(self) -> Backend:
         """The backend holding the buffers (see :mod:`fastopt.kernels.backend`)."""
         return self._backend
 
-    def to(self, device):
+    def to(self, device: str) -> FlatParams:
         """A copy of these buffers (parameters and gradients) on ``device`` ("cpu" or
-        "cuda"), with the same names, shapes and groups."""
+        "cuda"), with the same names, shapes and groups.
+        """
         backends.check_device(device)
         if device == "auto":
             raise ValueError("FlatParams.to needs 'cpu' or 'cuda' (got 'auto')")
@@ -157,28 +180,31 @@ class FlatParams:
         copy = object.__new__(FlatParams)
         copy.__dict__.update(self.__dict__)
         copy._backend = backend
-        copy.data, copy.grad = (backend.copy_of(buffer) if backend is self._backend
-                                else backend.from_host(self._backend.to_host(buffer))
-                                for buffer in (self.data, self.grad))
+        copy.data, copy.grad = (
+            backend.copy_of(buffer)
+            if backend is self._backend
+            else backend.from_host(self._backend.to_host(buffer))
+            for buffer in (self.data, self.grad)
+        )
         copy._rebuild_views()
         return copy
 
     @property
-    def names(self):
+    def names(self) -> tuple[str | int, ...]:
         """Array names (or positions) in the order they were given."""
         return self._names
 
     @property
-    def slices(self):
+    def slices(self) -> dict[str | int, slice]:
         """Mapping of array name to its ``slice`` of the flat buffers."""
         return dict(self._slices)
 
     @property
-    def segments(self):
+    def segments(self) -> dict[str, slice]:
         """Mapping of group name to its contiguous ``slice`` of the flat buffers."""
         return dict(self._segments)
 
-    def segment(self, names):
+    def segment(self, names: str | int | Iterable[str | int]) -> slice:
         """The contiguous slice covering ``names`` (a group name or a list of array names)."""
         if isinstance(names, str) and names in self._segments:
             return self._segments[names]
@@ -189,39 +215,45 @@ class FlatParams:
             raise ValueError("a parameter group needs at least one array name")
         missing = [n for n in names if n not in self._slices]
         if missing:
-            raise KeyError(f"unknown array names {missing}; known: {list(self._names)} and "
-                           f"groups {list(self._segments)}")
+            raise KeyError(
+                f"unknown array names {missing}; known: {list(self._names)} and "
+                f"groups {list(self._segments)}"
+            )
         parts = sorted((self._slices[n].start, self._slices[n].stop) for n in names)
         for (_, stop), (start, _) in zip(parts, parts[1:]):
             if stop != start:
-                raise ValueError(f"arrays {list(names)} are not contiguous in the flat buffer; "
-                                 "pack them together with FlatParams(..., groups={name: [...]})")
+                raise ValueError(
+                    f"arrays {list(names)} are not contiguous in the flat buffer; "
+                    "pack them together with FlatParams(..., groups={name: [...]})"
+                )
         return slice(parts[0][0], parts[-1][1])
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set the whole gradient buffer to zero (in place)."""
         self._backend.fill(self.grad, 0.0)
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str | int) -> Any:
         return self.params[name]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._names)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         shapes = ", ".join(f"{n!r}: {self._shapes[n]}" for n in self._names)
         where = "" if self.device == "cpu" else f", device={self.device!r}"
         return f"FlatParams({{{shapes}}}, size={self.size}, dtype={self.dtype}{where})"
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         if not self._backend.pickles_buffers:
-            raise TypeError("a FlatParams on the GPU cannot be pickled or deep-copied: "
-                            "use .to('cpu') (and .to('cuda') to come back)")
+            raise TypeError(
+                "a FlatParams on the GPU cannot be pickled or deep-copied: "
+                "use .to('cpu') (and .to('cuda') to come back)"
+            )
         state = dict(self.__dict__)
         del state["params"], state["grads"]
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if self.__dict__.get("_backend") is None:  # pickled before backends were objects
             self._backend = backends.host_backend()
@@ -239,15 +271,19 @@ def _common_dtype(names, values, dtype):
     for name, value in zip(names, values):
         kind = value.dtype.kind
         if kind not in "fiub" or (dtype is None and kind == "f" and value.dtype.itemsize < 4):
-            raise TypeError(f"array {name!r} has dtype {value.dtype}: FlatParams holds "
-                            "float32 or float64 parameters")
+            raise TypeError(
+                f"array {name!r} has dtype {value.dtype}: FlatParams holds "
+                "float32 or float64 parameters"
+            )
     if dtype is not None:
         return check_float_dtype("FlatParams dtype", dtype)
     dtypes = {v.dtype for v in values}
     if len(dtypes) != 1 or next(iter(dtypes)) not in FLOAT_DTYPES:
         found = ", ".join(f"{n!r}: {v.dtype}" for n, v in zip(names, values))
-        raise TypeError(f"FlatParams expects arrays of one float dtype (float32 or float64) "
-                        f"but got {found}; pass dtype=np.float32 or dtype=np.float64 to convert")
+        raise TypeError(
+            f"FlatParams expects arrays of one float dtype (float32 or float64) "
+            f"but got {found}; pass dtype=np.float32 or dtype=np.float64 to convert"
+        )
     return dtypes.pop()
 
 
@@ -255,13 +291,15 @@ def _packing_order(names, groups):
     if groups is None:
         return [("default", list(names))]
     if not isinstance(groups, dict):
-        raise TypeError(f"groups must be a dict of group name to array names, "
-                        f"got {type(groups).__name__}")
+        raise TypeError(
+            f"groups must be a dict of group name to array names, got {type(groups).__name__}"
+        )
     seen, order = set(), []
     for group, members in groups.items():
         if group == "default":
-            raise ValueError("'default' is the name of the ungrouped segment; "
-                             "choose another group name")
+            raise ValueError(
+                "'default' is the name of the ungrouped segment; choose another group name"
+            )
         members = [members] if isinstance(members, (str, int)) else list(members)
         for name in members:
             if name not in names:

@@ -4,9 +4,18 @@ Needs the ``mpi`` extra (``pip install "fastopt[mpi]"``: mpi4py and Open MPI). L
 ``mpiexec -n K python -m mpi4py your_script.py``: with ``-m mpi4py`` an exception on any
 rank aborts the whole job instead of leaving the others waiting in a collective.
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from .optim.base import Optimizer
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
 
 
 def _mpi():
@@ -17,8 +26,8 @@ def _mpi():
     return MPI
 
 
-def shard_bounds(size, ranks):
-    """Contiguous, balanced ``[start, stop)`` slices of ``size`` elements, one per rank."""
+def shard_bounds(size: int, ranks: int) -> tuple[list[int], list[int]]:
+    """``(counts, starts)`` of contiguous, balanced slices of ``size`` elements, one per rank."""
     base, extra = divmod(size, ranks)
     counts = [base + (r < extra) for r in range(ranks)]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
@@ -53,12 +62,18 @@ class DataParallel:
     Scale the learning rate with the global batch (:func:`fastopt.scale_lr`).
     """
 
-    def __init__(self, optimizer, comm=None, *, zero=False):
+    def __init__(
+        self, optimizer: Optimizer, comm: MPI.Comm | None = None, *, zero: bool = False
+    ) -> None:
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"DataParallel wraps a fastopt optimizer, got {type(optimizer).__name__}")
+            raise TypeError(
+                f"DataParallel wraps a fastopt optimizer, got {type(optimizer).__name__}"
+            )
         if optimizer.device != "cpu":
-            raise NotImplementedError("DataParallel reduces host buffers; this optimizer is on "
-                                      "the GPU (CUDA-aware MPI is not supported)")
+            raise NotImplementedError(
+                "DataParallel reduces host buffers; this optimizer is on "
+                "the GPU (CUDA-aware MPI is not supported)"
+            )
         MPI = _mpi()
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
@@ -67,11 +82,15 @@ class DataParallel:
         layouts = self.comm.allgather((param.size, param.dtype.str, type(optimizer).__name__))
         if len(set(layouts)) != 1:
             described = ", ".join(f"rank {r}: {n} x {d} {a}" for r, (n, d, a) in enumerate(layouts))
-            raise ValueError("DataParallel needs the same optimizer and parameter buffer on every "
-                             f"rank, but got {described}")
+            raise ValueError(
+                "DataParallel needs the same optimizer and parameter buffer on every "
+                f"rank, but got {described}"
+            )
         if zero and param.size < self.size:
-            raise ValueError(f"ZeRO-1 needs at least one element per rank: {param.size} "
-                             f"parameters on {self.size} ranks")
+            raise ValueError(
+                f"ZeRO-1 needs at least one element per rank: {param.size} "
+                f"parameters on {self.size} ranks"
+            )
         self.comm.Bcast(param, root=0)
         self.param = param
         self._wrapped = optimizer
@@ -90,27 +109,30 @@ class DataParallel:
             self._slice = slice(start, stop)
             self._shard_grad = np.empty(stop - start, param.dtype)
             from mpi4py.util.dtlib import from_numpy_dtype
+
             self._mpi_type = from_numpy_dtype(param.dtype)
         else:
             self.optimizer = optimizer
 
     @property
-    def param_groups(self):
+    def param_groups(self) -> list[dict[str, Any]]:
         """The parameter groups over the whole buffer (the same on every rank); edits to
-        their ``lr``, ``lr_scale`` and ``weight_decay`` apply from the next step."""
+        their ``lr``, ``lr_scale`` and ``weight_decay`` apply from the next step.
+        """
         return self._wrapped.param_groups
 
     # -- the step --------------------------------------------------------------------
-    def step(self, grad=None):
+    def step(self, grad: np.ndarray | None = None) -> bool:
         """Sum the gradient over all ranks (in place; the 1/K of the average is applied
         inside the update kernel), then update. Returns what the optimizer's ``step``
-        returns (False when a non-finite gradient was skipped)."""
+        returns (False when a non-finite gradient was skipped).
+        """
         flat = self._local_grad(grad)
-        average = 1.0 / self.size      # folded into the update kernel's gradient scale
+        average = 1.0 / self.size  # folded into the update kernel's gradient scale
         if not self.zero:
             if self.size > 1:
                 self.comm.Allreduce(self._mpi.IN_PLACE, flat, op=self._mpi.SUM)
-            return self.optimizer.scaled_step(grad, average)
+            return self.optimizer.step(grad, grad_factor=average)
         for group, source in zip(self.optimizer.param_groups, self.optimizer.group_sources):
             full = self._wrapped.param_groups[source]
             for key in ("lr", "lr_scale", "weight_decay"):
@@ -123,10 +145,11 @@ class DataParallel:
             sumsq = self.comm.allreduce(sumsq, op=self._mpi.SUM)
             nonfinite = self.comm.allreduce(bool(nonfinite), op=self._mpi.LOR)
             info = (sumsq, nonfinite)
-        applied = self.optimizer.scaled_step(shard, average, info)
+        applied = self.optimizer.step(shard, grad_factor=average, grad_norm_info=info)
         if applied:
-            self.comm.Allgatherv(self._mpi.IN_PLACE,
-                                 [self.param, self._counts, self._starts, self._mpi_type])
+            self.comm.Allgatherv(
+                self._mpi.IN_PLACE, [self.param, self._counts, self._starts, self._mpi_type]
+            )
         return applied
 
     def _local_grad(self, grad):
@@ -140,59 +163,72 @@ class DataParallel:
         return flat
 
     @property
-    def step_count(self):
+    def step_count(self) -> int:
         return self.optimizer.step_count
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         if self._grad_buffer is None:
-            raise RuntimeError("this optimizer updates a plain array and has no gradient "
-                               "buffer: zero the gradient array you pass to step()")
+            raise RuntimeError(
+                "this optimizer updates a plain array and has no gradient "
+                "buffer: zero the gradient array you pass to step()"
+            )
         self._grad_buffer.fill(0)
 
-    def state_bytes(self):
+    def state_bytes(self) -> int:
         """Bytes of optimizer state held by this rank."""
         return sum(v.nbytes for k, v in self.optimizer.state.items() if k != "step")
 
     # -- checkpoints ---------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The full state, the same on every rank and for any number of ranks: loadable by
         a single-process optimizer or a DataParallel on another number of ranks. In ZeRO
-        mode every rank gathers the shards (a collective: call it on all ranks)."""
+        mode every rank gathers the shards (a collective: call it on all ranks).
+        """
         local = self.optimizer.state_dict()
         if not self.zero:
             return local
-        full = dict(local, size=self.full_size,
-                    group_bounds=np.array(self._full_groups, np.int64))
+        full = dict(local, size=self.full_size, group_bounds=np.array(self._full_groups, np.int64))
         for name in self.optimizer.state:
             if name == "step":
                 continue
             gathered = np.empty(self.full_size, self.param.dtype)
-            self.comm.Allgatherv(local[name], [gathered, self._counts, self._starts,
-                                               self._mpi_type])
+            self.comm.Allgatherv(
+                local[name], [gathered, self._counts, self._starts, self._mpi_type]
+            )
             full[name] = gathered
         return full
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a full state (from :meth:`state_dict` or a single-process optimizer)."""
         if not self.zero:
             return self.optimizer.load_state_dict(state_dict)
         sd = dict(state_dict)
         size = int(np.asarray(sd.get("size", -1)))
         if size != self.full_size:
-            raise ValueError(f"state_dict is for {size} parameters, but this optimizer has "
-                             f"{self.full_size}")
+            raise ValueError(
+                f"state_dict is for {size} parameters, but this optimizer has {self.full_size}"
+            )
         bounds = np.asarray(sd.get("group_bounds", [])).tolist()
         if bounds != self._full_groups:
-            raise ValueError(f"state_dict has parameter groups {bounds}, but this optimizer "
-                             f"has {self._full_groups}")
+            raise ValueError(
+                f"state_dict has parameter groups {bounds}, but this optimizer "
+                f"has {self._full_groups}"
+            )
         s = self._slice
-        shard = dict(sd, size=s.stop - s.start, group_bounds=np.array(
-            [[g["start"], g["stop"]] for g in self.optimizer.param_groups], np.int64))
+        shard = dict(
+            sd,
+            size=s.stop - s.start,
+            group_bounds=np.array(
+                [[g["start"], g["stop"]] for g in self.optimizer.param_groups], np.int64
+            ),
+        )
         for name in self.optimizer.state:
             if name != "step" and name in sd:
                 value = np.asarray(sd[name])
                 if value.shape != (self.full_size,):
-                    raise ValueError(f"state_dict[{name!r}] expects shape ({self.full_size},) "
-                                     f"but got {value.shape}")
+                    raise ValueError(
+                        f"state_dict[{name!r}] expects shape ({self.full_size},) "
+                        f"but got {value.shape}"
+                    )
                 shard[name] = value[s]
         self.optimizer.load_state_dict(shard)

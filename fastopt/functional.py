@@ -9,7 +9,11 @@ float64) and the same shape; state arrays must be writeable and must not overlap
 On the GPU: when ``param`` is a device array (numba.cuda, CuPy, a detached torch CUDA
 tensor), every array must be one, and the same CUDA kernel as the optimizer classes runs.
 """
+
+from __future__ import annotations
+
 import math
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +23,8 @@ from .kernels import adagrad, adam, backend, rmsprop, sgd
 
 def _prepare(param, grad, *, unused=(), **state):
     """``(backend, flat views)`` after the checks; a state named in ``unused`` (off for
-    these options) becomes an empty array, every other state must be given."""
+    these options) becomes an empty array, every other state must be given.
+    """
     where = backend.of(param) or backend.host_backend()
     arrays = [where.check_buffer("param", param)]
     shape, dtype = where.layout(param)[:2]
@@ -44,8 +49,9 @@ def _prepare(param, grad, *, unused=(), **state):
 
 def _check_step(step):
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
-        raise ValueError(f"Invalid step: {step!r} (expected an integer >= 1, the number of "
-                         "this update)")
+        raise ValueError(
+            f"Invalid step: {step!r} (expected an integer >= 1, the number of this update)"
+        )
     return int(step)
 
 
@@ -59,33 +65,71 @@ def _run(algorithm, prepared, maximize, scalars):
 def _lr(lr):
     lr = check_lr(lr)
     if callable(lr):
-        raise TypeError("the functional layer takes the learning rate as a number; evaluate "
-                        "the schedule first")
+        raise TypeError(
+            "the functional layer takes the learning rate as a number; evaluate the schedule first"
+        )
     return lr
 
 
-def sgd_(param, grad, momentum_buffer=None, *, lr=1e-3, momentum=0, dampening=0,
-         weight_decay=0, nesterov=False, maximize=False, first_step=False):
+def sgd_(
+    param: np.ndarray | Any,
+    grad: np.ndarray | Any,
+    momentum_buffer: np.ndarray | Any | None = None,
+    *,
+    lr: float = 1e-3,
+    momentum: float = 0,
+    dampening: float = 0,
+    weight_decay: float = 0,
+    nesterov: bool = False,
+    maximize: bool = False,
+    first_step: bool = False,
+) -> None:
     """One SGD update in place (see :class:`fastopt.SGD`); ``first_step`` copies the
-    gradient into ``momentum_buffer`` as torch does on the first update."""
+    gradient into ``momentum_buffer`` as torch does on the first update.
+    """
     lr = _lr(lr)
     momentum = check_nonnegative("momentum value", momentum)
-    dampening = check_number("dampening value", dampening, "a finite number",
-                             lambda v: math.isfinite(v))
+    dampening = check_number(
+        "dampening value", dampening, "a finite number", lambda v: math.isfinite(v)
+    )
     weight_decay = check_nonnegative("weight_decay value", weight_decay)
     nesterov = check_flag("nesterov", nesterov)
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
     first_step = check_flag("first_step", first_step)
-    prepared = _prepare(param, grad, momentum_buffer=momentum_buffer,
-                        unused=() if momentum != 0 else ("momentum_buffer",))
-    _run(sgd.ALGORITHM, prepared, maximize, sgd.host_scalars(
-        lr=lr, weight_decay=weight_decay, momentum=momentum, dampening=dampening,
-        nesterov=nesterov, first_step=first_step))
+    prepared = _prepare(
+        param,
+        grad,
+        momentum_buffer=momentum_buffer,
+        unused=() if momentum != 0 else ("momentum_buffer",),
+    )
+    _run(
+        sgd.ALGORITHM,
+        prepared,
+        maximize,
+        sgd.host_scalars(
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            dampening=dampening,
+            nesterov=nesterov,
+            first_step=first_step,
+        ),
+    )
 
 
-def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0, weight_decay=0, eps=1e-10,
-             maximize=False):
+def adagrad_(
+    param: np.ndarray | Any,
+    grad: np.ndarray | Any,
+    state_sum: np.ndarray | Any,
+    *,
+    step: int,
+    lr: float = 1e-2,
+    lr_decay: float = 0,
+    weight_decay: float = 0,
+    eps: float = 1e-10,
+    maximize: bool = False,
+) -> None:
     """One Adagrad update in place (see :class:`fastopt.Adagrad`)."""
     step = _check_step(step)
     lr = _lr(lr)
@@ -93,13 +137,31 @@ def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0, weight_decay=
     weight_decay = check_nonnegative("weight_decay value", weight_decay)
     eps = check_nonnegative("epsilon value", eps)
     prepared = _prepare(param, grad, state_sum=state_sum)
-    _run(adagrad.ALGORITHM, prepared, maximize, adagrad.host_scalars(
-        lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, step=step))
+    _run(
+        adagrad.ALGORITHM,
+        prepared,
+        maximize,
+        adagrad.host_scalars(
+            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, step=step
+        ),
+    )
 
 
-def rmsprop_(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr=1e-2,
-             alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
-             maximize=False):
+def rmsprop_(
+    param: np.ndarray | Any,
+    grad: np.ndarray | Any,
+    square_avg: np.ndarray | Any,
+    grad_avg: np.ndarray | Any | None = None,
+    momentum_buffer: np.ndarray | Any | None = None,
+    *,
+    lr: float = 1e-2,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0,
+    momentum: float = 0,
+    centered: bool = False,
+    maximize: bool = False,
+) -> None:
     """One RMSprop update in place (see :class:`fastopt.RMSprop`)."""
     lr = _lr(lr)
     alpha = check_number("alpha value", alpha, "0 <= alpha <= 1", lambda v: 0 <= v <= 1)
@@ -108,16 +170,45 @@ def rmsprop_(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr
     momentum = check_nonnegative("momentum value", momentum)
     centered = check_flag("centered", centered)
     unused = (() if centered else ("grad_avg",)) + (() if momentum > 0 else ("momentum_buffer",))
-    prepared = _prepare(param, grad, square_avg=square_avg, grad_avg=grad_avg,
-                        momentum_buffer=momentum_buffer, unused=unused)
-    _run(rmsprop.ALGORITHM, prepared, maximize, rmsprop.host_scalars(
-        lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-        centered=centered))
+    prepared = _prepare(
+        param,
+        grad,
+        square_avg=square_avg,
+        grad_avg=grad_avg,
+        momentum_buffer=momentum_buffer,
+        unused=unused,
+    )
+    _run(
+        rmsprop.ALGORITHM,
+        prepared,
+        maximize,
+        rmsprop.host_scalars(
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+        ),
+    )
 
 
-def adam_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3,
-          betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False,
-          decoupled_weight_decay=False):
+def adam_(
+    param: np.ndarray | Any,
+    grad: np.ndarray | Any,
+    exp_avg: np.ndarray | Any,
+    exp_avg_sq: np.ndarray | Any,
+    max_exp_avg_sq: np.ndarray | Any | None = None,
+    *,
+    step: int,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0,
+    amsgrad: bool = False,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+) -> None:
     """One Adam/AdamW update in place (see :class:`fastopt.Adam`)."""
     step = _check_step(step)
     lr = _lr(lr)
@@ -126,17 +217,34 @@ def adam_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-
     weight_decay = check_nonnegative("weight_decay value", weight_decay)
     amsgrad = check_flag("amsgrad", amsgrad)
     decoupled = check_flag("decoupled_weight_decay", decoupled_weight_decay)
-    prepared = _prepare(param, grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
-                        max_exp_avg_sq=max_exp_avg_sq,
-                        unused=() if amsgrad else ("max_exp_avg_sq",))
-    _run(adam.ALGORITHM, prepared, maximize, adam.host_scalars(
-        lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled, amsgrad=amsgrad, step=step))
+    prepared = _prepare(
+        param,
+        grad,
+        exp_avg=exp_avg,
+        exp_avg_sq=exp_avg_sq,
+        max_exp_avg_sq=max_exp_avg_sq,
+        unused=() if amsgrad else ("max_exp_avg_sq",),
+    )
+    _run(
+        adam.ALGORITHM,
+        prepared,
+        maximize,
+        adam.host_scalars(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled,
+            amsgrad=amsgrad,
+            step=step,
+        ),
+    )
 
 
-def grad_norm(grad):
+def grad_norm(grad: np.ndarray | Any) -> float:
     """Global L2 norm of a gradient buffer, accumulated in float64 over fixed blocks (the
-    same value for any thread count); on the GPU, by the optimizers' device reduction."""
+    same value for any thread count); on the GPU, by the optimizers' device reduction.
+    """
     where = backend.of(grad) or backend.host_backend()
     flat = where.check_buffer("grad", grad, writeable=False)
     norm = where.grad_norm(flat.size)

@@ -32,6 +32,7 @@ def cuda_kernels():
     """fastopt.kernels.cuda, or a skip; in CI a missing numba-cuda fails the test."""
     required("numba_cuda", "the CUDA tests")
     from fastopt.kernels import cuda
+
     return cuda
 
 
@@ -44,6 +45,7 @@ def rng():
 def hide_module(monkeypatch):
     """``hide_module("mpi4py")`` makes importing it fail, as without the optional extra."""
     import builtins
+
     real_import = builtins.__import__
     hidden = []
 
@@ -51,6 +53,7 @@ def hide_module(monkeypatch):
         if any(name == h or name.startswith(h + ".") for h in hidden):
             raise ImportError(f"no {name}")
         return real_import(name, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "__import__", fake_import)
     return hidden.append
 

@@ -4,6 +4,7 @@ Whole-array NumPy operations in torch.optim's order of operations, with every sc
 to the buffer dtype first (as the kernels do), so float32 buffers are updated in float32
 arithmetic. Each function applies update number ``state["step"] + 1`` in place.
 """
+
 import numpy as np
 
 
@@ -41,8 +42,19 @@ def new_state(algorithm, size, dtype, **options):
     return state
 
 
-def sgd(p, g, state, *, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
-        maximize=False, grad_scale=1.0):
+def sgd(
+    p,
+    g,
+    state,
+    *,
+    lr=1e-3,
+    momentum=0,
+    dampening=0,
+    weight_decay=0,
+    nesterov=False,
+    maximize=False,
+    grad_scale=1.0,
+):
     f = p.dtype.type
     g = _grad(p, g, f, -grad_scale if maximize else grad_scale, weight_decay)
     if momentum != 0:
@@ -56,8 +68,19 @@ def sgd(p, g, state, *, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nester
     state["step"] += 1
 
 
-def adagrad(p, g, state, *, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
-            eps=1e-10, maximize=False, grad_scale=1.0):
+def adagrad(
+    p,
+    g,
+    state,
+    *,
+    lr=1e-2,
+    lr_decay=0,
+    weight_decay=0,
+    initial_accumulator_value=0,
+    eps=1e-10,
+    maximize=False,
+    grad_scale=1.0,
+):
     f = p.dtype.type
     step = state["step"] + 1
     g = _grad(p, g, f, -grad_scale if maximize else grad_scale, weight_decay)
@@ -68,8 +91,20 @@ def adagrad(p, g, state, *, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumul
     state["step"] = step
 
 
-def rmsprop(p, g, state, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-            centered=False, maximize=False, grad_scale=1.0):
+def rmsprop(
+    p,
+    g,
+    state,
+    *,
+    lr=1e-2,
+    alpha=0.99,
+    eps=1e-8,
+    weight_decay=0,
+    momentum=0,
+    centered=False,
+    maximize=False,
+    grad_scale=1.0,
+):
     f = p.dtype.type
     g = _grad(p, g, f, -grad_scale if maximize else grad_scale, weight_decay)
     v = state["square_avg"] * f(alpha) + f(1 - alpha) * g * g
@@ -90,8 +125,20 @@ def rmsprop(p, g, state, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momen
     state["step"] += 1
 
 
-def adam(p, g, state, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-         amsgrad=False, maximize=False, decoupled_weight_decay=False, grad_scale=1.0):
+def adam(
+    p,
+    g,
+    state,
+    *,
+    lr=1e-3,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=0,
+    amsgrad=False,
+    maximize=False,
+    decoupled_weight_decay=False,
+    grad_scale=1.0,
+):
     f = p.dtype.type
     step = state["step"] + 1
     beta1, beta2 = betas
@@ -106,8 +153,8 @@ def adam(p, g, state, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
     if amsgrad:
         np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
         v = state["max_exp_avg_sq"]
-    step_size = lr / (1 - beta1 ** step)
-    denom = np.sqrt(v) / f((1 - beta2 ** step) ** 0.5) + f(eps)
+    step_size = lr / (1 - beta1**step)
+    denom = np.sqrt(v) / f((1 - beta2**step) ** 0.5) + f(eps)
     p[:] = p - f(step_size) * (m / denom)
     state["step"] = step
 

@@ -1,4 +1,5 @@
 """Optimizers x option sets used across the tests (torch.optim's own test configurations)."""
+
 import numpy as np
 
 import fastopt
@@ -57,7 +58,8 @@ def lr_schedule(t):
 
 def gradients(rng, size, dtype, steps):
     """Random gradients whose scale changes from step to step; the first elements get a
-    large alternating gradient, a tiny growing one and an exact zero."""
+    large alternating gradient, a tiny growing one and an exact zero.
+    """
     grads = rng.standard_normal((steps, size)) * rng.choice([0.01, 1.0, 30.0], size=(steps, 1))
     t = np.arange(steps)
     special = [500.0 * (-1.0) ** t, 1e-3 * (t + 1), 0.0 * t]
@@ -79,7 +81,7 @@ def assert_close_to_torch(actual, desired, grad_scale, name, rtol_ulps=16, atol_
     scale their rounding happened at.
     """
     eps = np.finfo(actual.dtype).eps
-    scale = grad_scale ** 2 if name in QUADRATIC_STATE else grad_scale
+    scale = grad_scale**2 if name in QUADRATIC_STATE else grad_scale
     limit = rtol_ulps * eps * np.abs(desired) + atol_ulps * eps * scale
     diff = np.abs(actual.astype(np.float64) - desired)
     same_nan = np.isnan(actual) == np.isnan(desired)
@@ -87,4 +89,5 @@ def assert_close_to_torch(actual, desired, grad_scale, name, rtol_ulps=16, atol_
     assert same_nan.all() and not bad.any(), (
         f"{name}: {bad.sum()} of {actual.size} elements differ beyond tolerance; worst "
         f"index {np.argmax(np.where(bad, diff / limit, 0))}, "
-        f"max diff/limit {np.nanmax(diff / limit):.3g}")
+        f"max diff/limit {np.nanmax(diff / limit):.3g}"
+    )

@@ -1,4 +1,5 @@
 """FlatParams: packing, views, groups, copies."""
+
 import copy
 import pickle
 
@@ -9,8 +10,12 @@ import fastopt
 
 
 def make(rng, dtype=np.float32):
-    return {"W1": rng.standard_normal((4, 3)).astype(dtype), "b1": np.arange(3, dtype=dtype),
-            "scalar": np.array(2.5, dtype), "W2": rng.standard_normal((3, 2)).astype(dtype)}
+    return {
+        "W1": rng.standard_normal((4, 3)).astype(dtype),
+        "b1": np.arange(3, dtype=dtype),
+        "scalar": np.array(2.5, dtype),
+        "W2": rng.standard_normal((3, 2)).astype(dtype),
+    }
 
 
 def test_packs_once_and_gives_views_with_the_same_structure(rng):
@@ -62,19 +67,41 @@ def test_view_of_optimizer_state(rng):
         fp.view(np.zeros(5))
 
 
-@pytest.mark.parametrize("arrays, kwargs, error, message", [
-    ({}, {}, ValueError, r"empty parameter list"),
-    ({"a": np.zeros(0)}, {}, ValueError, r"only empty arrays"),
-    ({"a": np.zeros(2, np.float32), "b": np.zeros(2)}, {}, TypeError,
-     r"one float dtype .* 'a': float32, 'b': float64; pass dtype="),
-    ({"a": np.zeros(2, np.int32)}, {}, TypeError, r"one float dtype"),
-    ({"a": np.zeros(2, np.complex128)}, {"dtype": np.float64}, TypeError, r"has dtype complex128"),
-    ({"a": np.zeros(2, np.float16)}, {}, TypeError, r"has dtype float16"),
-    ({"a": np.zeros(2)}, {"dtype": np.float16}, TypeError, r"FlatParams dtype must be float32 or float64"),
-    ({"a": np.zeros(2)}, {"groups": {"g": ["zz"]}}, KeyError, r"unknown array 'zz'"),
-    ({"a": np.zeros(2)}, {"groups": {"g": ["a"], "h": ["a"]}}, ValueError, r"more than one group"),
-    (np.zeros(3), {}, TypeError, r"expects a dict or a list of arrays, but got ndarray"),
-])
+@pytest.mark.parametrize(
+    "arrays, kwargs, error, message",
+    [
+        ({}, {}, ValueError, r"empty parameter list"),
+        ({"a": np.zeros(0)}, {}, ValueError, r"only empty arrays"),
+        (
+            {"a": np.zeros(2, np.float32), "b": np.zeros(2)},
+            {},
+            TypeError,
+            r"one float dtype .* 'a': float32, 'b': float64; pass dtype=",
+        ),
+        ({"a": np.zeros(2, np.int32)}, {}, TypeError, r"one float dtype"),
+        (
+            {"a": np.zeros(2, np.complex128)},
+            {"dtype": np.float64},
+            TypeError,
+            r"has dtype complex128",
+        ),
+        ({"a": np.zeros(2, np.float16)}, {}, TypeError, r"has dtype float16"),
+        (
+            {"a": np.zeros(2)},
+            {"dtype": np.float16},
+            TypeError,
+            r"FlatParams dtype must be float32 or float64",
+        ),
+        ({"a": np.zeros(2)}, {"groups": {"g": ["zz"]}}, KeyError, r"unknown array 'zz'"),
+        (
+            {"a": np.zeros(2)},
+            {"groups": {"g": ["a"], "h": ["a"]}},
+            ValueError,
+            r"more than one group",
+        ),
+        (np.zeros(3), {}, TypeError, r"expects a dict or a list of arrays, but got ndarray"),
+    ],
+)
 def test_bad_input(arrays, kwargs, error, message):
     with pytest.raises(error, match=message):
         fastopt.FlatParams(arrays, **kwargs)

@@ -1,5 +1,7 @@
 """Data parallelism over MPI: K ranks equal one process, ZeRO-1 shards state, checkpoints
-move between rank counts, failures abort promptly. mpiexec is launched from here."""
+move between rank counts, failures abort promptly. mpiexec is launched from here.
+"""
+
 import os
 import shutil
 import subprocess
@@ -31,10 +33,23 @@ def mpiexec():
 
 
 def run(mpiexec, ranks, *args, timeout=180):
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1", PYTHONPATH=str(SCRIPTS.parents[1]))
-    command = [mpiexec, "--oversubscribe", "-n", str(ranks), sys.executable, "-m", "mpi4py",
-               *map(str, args)]
+    env = dict(
+        os.environ,
+        OMPI_ALLOW_RUN_AS_ROOT="1",
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+        OMPI_MCA_rmaps_base_oversubscribe="1",
+        PYTHONPATH=str(SCRIPTS.parents[1]),
+    )
+    command = [
+        mpiexec,
+        "--oversubscribe",
+        "-n",
+        str(ranks),
+        sys.executable,
+        "-m",
+        "mpi4py",
+        *map(str, args),
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -58,11 +73,17 @@ def check_against_reference(out_dir, ranks):
         ref_params, ref_opt = reference(index)
         for zero in (0, 1):
             with np.load(out_dir / f"final_{index}_{zero}.npz") as saved:
-                np.testing.assert_allclose(saved["params"], ref_params, rtol=1e-12, atol=1e-13,
-                                           err_msg=f"{CASES[index][0]} zero={zero}")
+                np.testing.assert_allclose(
+                    saved["params"],
+                    ref_params,
+                    rtol=1e-12,
+                    atol=1e-13,
+                    err_msg=f"{CASES[index][0]} zero={zero}",
+                )
                 for key, value in ref_opt.state.items():
-                    np.testing.assert_allclose(saved[f"sd.{key}"], value, rtol=1e-12,
-                                               atol=1e-13, err_msg=key)
+                    np.testing.assert_allclose(
+                        saved[f"sd.{key}"], value, rtol=1e-12, atol=1e-13, err_msg=key
+                    )
                 full = sum(v.nbytes for k, v in ref_opt.state.items() if k != "step")
                 expected = full if not zero else -(-full // ranks) + 8
                 assert int(saved["state_bytes"]) <= expected
@@ -113,7 +134,9 @@ def test_an_exception_on_one_rank_aborts_the_job(mpiexec):
 def test_mismatched_buffers_are_reported_at_start(mpiexec):
     result = run(mpiexec, 2, SCRIPTS / "mismatch.py", timeout=120)
     assert result.returncode != 0
-    assert "DataParallel needs the same optimizer and parameter buffer on every rank" in result.stderr
+    assert (
+        "DataParallel needs the same optimizer and parameter buffer on every rank" in result.stderr
+    )
     assert "rank 0: 10 x <f8 Adam, rank 1: 11 x <f8 Adam" in result.stderr
 
 
@@ -134,6 +157,7 @@ def test_missing_mpi4py_names_the_extra(hide_module):
     hide_module("mpi4py")
     import fastopt
     from fastopt.distributed import DataParallel
+
     with pytest.raises(ImportError, match=r'pip install "fastopt\[mpi\]"'):
         DataParallel(fastopt.SGD(np.zeros(3)))
 
@@ -143,6 +167,7 @@ def test_lr_edits_reach_the_shards_and_bad_gradients_change_nothing(mpiexec, tmp
     result = run(mpiexec, 2, SCRIPTS / "edits.py", out)
     assert result.returncode == 0, result.stderr[-3000:]
     import fastopt
+
     w = np.linspace(-1, 1, 12).reshape(3, 4)
     opt = fastopt.Adam(w, lr=0.1, param_groups=[{"params": slice(0, 5), "lr": 0.05}])
     for step in range(6):
@@ -153,6 +178,7 @@ def test_lr_edits_reach_the_shards_and_bad_gradients_change_nothing(mpiexec, tmp
     with np.load(out) as saved:
         for zero in (0, 1):
             np.testing.assert_allclose(saved[f"params_{zero}"], w, rtol=1e-14)
-            assert "grad must have the shape of params: expects (3, 4) but got (12,)" in \
-                str(saved[f"error_{zero}"])
+            assert "grad must have the shape of params: expects (3, 4) but got (12,)" in str(
+                saved[f"error_{zero}"]
+            )
         assert "step the DataParallel instead" in str(saved["released"])

@@ -1,4 +1,5 @@
 """The functional layer runs the same kernels on caller-owned buffers."""
+
 import numpy as np
 import pytest
 
@@ -15,22 +16,51 @@ def test_adam_matches_the_class(rng):
     for step in range(1, 8):
         g = rng.standard_normal(size).astype(np.float32)
         opt.step(g)
-        F.adam_(p2, g, m, v, vmax, step=step, lr=0.01, amsgrad=True, weight_decay=0.1,
-                decoupled_weight_decay=True)
+        F.adam_(
+            p2,
+            g,
+            m,
+            v,
+            vmax,
+            step=step,
+            lr=0.01,
+            amsgrad=True,
+            weight_decay=0.1,
+            decoupled_weight_decay=True,
+        )
     assert p1.tobytes() == p2.tobytes()
     assert opt.state["max_exp_avg_sq"].tobytes() == vmax.tobytes()
 
 
-@pytest.mark.parametrize("call, make_opt", [
-    (lambda p, g, s, t: F.sgd_(p, g, s["momentum_buffer"], lr=0.1, momentum=0.9, nesterov=True,
-                               first_step=t == 1),
-     lambda p: fastopt.SGD(p, lr=0.1, momentum=0.9, nesterov=True)),
-    (lambda p, g, s, t: F.adagrad_(p, g, s["sum"], step=t, lr=0.1, lr_decay=0.1),
-     lambda p: fastopt.Adagrad(p, lr=0.1, lr_decay=0.1)),
-    (lambda p, g, s, t: F.rmsprop_(p, g, s["square_avg"], s["grad_avg"], s["momentum_buffer"],
-                                   lr=0.01, centered=True, momentum=0.5, maximize=True),
-     lambda p: fastopt.RMSprop(p, lr=0.01, centered=True, momentum=0.5, maximize=True)),
-])
+@pytest.mark.parametrize(
+    "call, make_opt",
+    [
+        (
+            lambda p, g, s, t: F.sgd_(
+                p, g, s["momentum_buffer"], lr=0.1, momentum=0.9, nesterov=True, first_step=t == 1
+            ),
+            lambda p: fastopt.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+        ),
+        (
+            lambda p, g, s, t: F.adagrad_(p, g, s["sum"], step=t, lr=0.1, lr_decay=0.1),
+            lambda p: fastopt.Adagrad(p, lr=0.1, lr_decay=0.1),
+        ),
+        (
+            lambda p, g, s, t: F.rmsprop_(
+                p,
+                g,
+                s["square_avg"],
+                s["grad_avg"],
+                s["momentum_buffer"],
+                lr=0.01,
+                centered=True,
+                momentum=0.5,
+                maximize=True,
+            ),
+            lambda p: fastopt.RMSprop(p, lr=0.01, centered=True, momentum=0.5, maximize=True),
+        ),
+    ],
+)
 def test_other_algorithms_match_their_classes(call, make_opt, rng):
     p0 = rng.standard_normal(333)
     p1, p2 = p0.copy(), p0.copy()
@@ -48,9 +78,13 @@ def test_functional_validates_before_touching_anything(rng):
     g = rng.standard_normal(10).astype(np.float32)
     m, v = np.zeros(10, np.float32), np.zeros(10, np.float32)
     before = p.copy()
-    with pytest.raises(ValueError, match=r"exp_avg must have the shape of param: expects \(10,\) but got \(9,\)"):
+    with pytest.raises(
+        ValueError, match=r"exp_avg must have the shape of param: expects \(10,\) but got \(9,\)"
+    ):
         F.adam_(p, g, m[:9], v, step=1)
-    with pytest.raises(TypeError, match=r"exp_avg_sq must have the dtype of param: expects float32 but got float64"):
+    with pytest.raises(
+        TypeError, match=r"exp_avg_sq must have the dtype of param: expects float32 but got float64"
+    ):
         F.adam_(p, g, m, v.astype(np.float64), step=1)
     with pytest.raises(ValueError, match=r"exp_avg must not share memory with param"):
         F.adam_(p, g, p, v, step=1)
@@ -84,4 +118,6 @@ def test_required_state_and_aliasing_are_checked(rng):
         F.adam_(p, g, m, m, step=1)
     with pytest.raises(ValueError, match=r"state_sum must not share memory with grad"):
         F.adagrad_(p, g, g, step=1)
-    assert p.tobytes() == before.tobytes() and not m.any()
+    with pytest.raises(ValueError, match=r"exp_avg must not share memory with param"):
+        F.adam_(p, g, p, v, step=1)
+    assert p.tobytes() == before.tobytes() and not m.any() and not v.any()

@@ -1,4 +1,5 @@
 """fastopt must not slow down a user's torch, whichever of the two is imported first."""
+
 import os
 import subprocess
 import sys
@@ -32,8 +33,14 @@ def test_torch_keeps_its_own_openmp_runtime(order, torch, tmp_path):
     script = tmp_path / "order.py"
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if k != "FASTOPT_NO_OPENMP_PRELOAD"}
-    out = subprocess.run([sys.executable, str(script), order], capture_output=True, text=True,
-                         timeout=120, env=env, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, str(script), order],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=True,
+    ).stdout.split()
     # torch's bundled libgomp must be loaded: if numba's system libgomp had come first,
     # libtorch would have bound to that one instead and never loaded its own.
     assert any(path.startswith(torch_lib) for path in out), out

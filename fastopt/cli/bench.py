@@ -5,6 +5,7 @@ Every implementation runs one step per round, in a shuffled order, so the ratios
 disturbed by the memory bandwidth drifting between processes. "stream" is a kernel with
 exactly the update's memory traffic and trivial arithmetic: the ceiling.
 """
+
 import json
 import os
 import platform
@@ -31,9 +32,17 @@ CONFIGS = {
     "amsgrad": ("Adam", {"lr": 1e-3, "amsgrad": True}),
 }
 # floats per element a step reads and writes
-TRAFFIC = {"sgd": (2, 1), "sgd_momentum": (3, 2), "sgd_nesterov": (3, 2), "adagrad": (3, 2),
-           "rmsprop": (3, 2), "rmsprop_centered": (4, 3), "adam": (4, 3), "adamw": (4, 3),
-           "amsgrad": (5, 4)}
+TRAFFIC = {
+    "sgd": (2, 1),
+    "sgd_momentum": (3, 2),
+    "sgd_nesterov": (3, 2),
+    "adagrad": (3, 2),
+    "rmsprop": (3, 2),
+    "rmsprop_centered": (4, 3),
+    "adam": (4, 3),
+    "adamw": (4, 3),
+    "amsgrad": (5, 4),
+}
 TORCH_FUSED = {"SGD", "Adagrad", "Adam", "AdamW"}
 
 
@@ -75,7 +84,8 @@ _STREAMS = {1: _stream_w1, 2: _stream_w2, 3: _stream_w3, 4: _stream_w4}
 
 def stream_step(name, grad):
     """A callable running the traffic-matched kernel for ``name``: it reads the gradient
-    and read-modify-writes as many arrays as the update writes."""
+    and read-modify-writes as many arrays as the update writes.
+    """
     _, writes = TRAFFIC[name]
     arrays = [np.zeros_like(grad) for _ in range(writes)]
     step = _STREAMS[writes]
@@ -125,7 +135,7 @@ def numpy_step(name, options, p, g, state, t):
             vmax = state.setdefault("vmax", np.zeros_like(p))
             np.maximum(vmax, v, out=vmax)
             v = vmax
-        p -= lr / (1 - 0.9 ** t) * m / (np.sqrt(v) / np.sqrt(1 - 0.999 ** t) + 1e-8)
+        p -= lr / (1 - 0.9**t) * m / (np.sqrt(v) / np.sqrt(1 - 0.999**t) + 1e-8)
 
 
 def numpy_stepper(name, p, g):
@@ -135,6 +145,7 @@ def numpy_stepper(name, p, g):
     def step():
         counter[0] += 1
         numpy_step(name, options, p, g, state, counter[0])
+
     return step
 
 
@@ -146,7 +157,8 @@ def fastopt_stepper(name, p, g):
 
 def torch_stepper(torch, name, p, g, mode):
     """``torch.optim`` on one flat tensor with ``fused=True`` or ``foreach=True``; None
-    when torch has no such implementation."""
+    when torch has no such implementation.
+    """
     cls, options = CONFIGS[name]
     if mode == "fused" and cls not in TORCH_FUSED:
         return None
@@ -190,10 +202,16 @@ def measure(name, size, dtype, rounds, *, numpy=True, torch=None, seed=0):
             times[key].append(time.perf_counter() - start)
     median = {key: float(np.median(values)) for key, values in times.items()}
     nbytes = bytes_per_step(name, size, dtype)
-    row = {"optimizer": name, "size": size, "dtype": np.dtype(dtype).name,
-           "rounds": rounds, "bytes_per_step": nbytes, "median_s": median,
-           "gbps": nbytes / median["fastopt"] / 1e9,
-           "fraction_of_stream": median["stream"] / median["fastopt"]}
+    row = {
+        "optimizer": name,
+        "size": size,
+        "dtype": np.dtype(dtype).name,
+        "rounds": rounds,
+        "bytes_per_step": nbytes,
+        "median_s": median,
+        "gbps": nbytes / median["fastopt"] / 1e9,
+        "fraction_of_stream": median["stream"] / median["fastopt"],
+    }
     for key in median:
         if key not in ("fastopt", "stream"):
             row[f"speedup_vs_{key}"] = median[key] / median["fastopt"]
@@ -202,15 +220,30 @@ def measure(name, size, dtype, rounds, *, numpy=True, torch=None, seed=0):
 
 def header(torch):
     import numba
-    return {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "threads": get_num_threads(), "python": platform.python_version(),
-            "numpy": np.__version__, "numba": numba.__version__,
-            "torch": None if torch is None else torch.__version__,
-            "fastopt": __import__("fastopt").__version__}
+
+    return {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "threads": get_num_threads(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "torch": None if torch is None else torch.__version__,
+        "fastopt": __import__("fastopt").__version__,
+    }
 
 
-def run(sizes=(1e3, 1e5, 1e7), optimizers=tuple(CONFIGS), dtype="float32", rounds=15,
-        threads=None, numpy=True, use_torch=True, json_path=None, print_fn=print):
+def run(
+    sizes=(1e3, 1e5, 1e7),
+    optimizers=tuple(CONFIGS),
+    dtype="float32",
+    rounds=15,
+    threads=None,
+    numpy=True,
+    use_torch=True,
+    json_path=None,
+    print_fn=print,
+):
     torch = import_torch() if use_torch else None
     if threads:
         set_num_threads(threads)
@@ -218,21 +251,27 @@ def run(sizes=(1e3, 1e5, 1e7), optimizers=tuple(CONFIGS), dtype="float32", round
             torch.set_num_threads(threads)
     info = header(torch)
     print_fn("fastopt bench: " + " ".join(f"{k}={v}" for k, v in info.items()))
-    print_fn("(medians of steps alternated with the other implementations in this process; "
-             "xN = their time / fastopt's)")
-    print_fn(f"{'optimizer':17s} {'size':>9s} {'fastopt ms':>11s} {'GB/s':>6s} "
-             f"{'of stream':>9s} {'x numpy':>8s} {'x torch fused':>13s} {'x torch foreach':>15s}")
+    print_fn(
+        "(medians of steps alternated with the other implementations in this process; "
+        "xN = their time / fastopt's)"
+    )
+    print_fn(
+        f"{'optimizer':17s} {'size':>9s} {'fastopt ms':>11s} {'GB/s':>6s} "
+        f"{'of stream':>9s} {'x numpy':>8s} {'x torch fused':>13s} {'x torch foreach':>15s}"
+    )
     rows = []
     for size in (int(s) for s in sizes):
         for name in optimizers:
             n = rounds * (20 if size <= 1e5 else 1 if size <= 1e7 else 1 / 3)
             row = measure(name, size, np.dtype(dtype), max(5, int(n)), numpy=numpy, torch=torch)
             rows.append(row)
-            cell = lambda k: f"{row[k]:.2f}" if k in row else "-"  # noqa: E731
-            print_fn(f"{name:17s} {size:9d} {row['median_s']['fastopt'] * 1e3:11.4f} "
-                     f"{row['gbps']:6.1f} {row['fraction_of_stream'] * 100:8.0f}% "
-                     f"{cell('speedup_vs_numpy'):>8s} {cell('speedup_vs_torch_fused'):>13s} "
-                     f"{cell('speedup_vs_torch_foreach'):>15s}")
+            cell = lambda k: f"{row[k]:.2f}" if k in row else "-"  # noqa: E731, B023
+            print_fn(
+                f"{name:17s} {size:9d} {row['median_s']['fastopt'] * 1e3:11.4f} "
+                f"{row['gbps']:6.1f} {row['fraction_of_stream'] * 100:8.0f}% "
+                f"{cell('speedup_vs_numpy'):>8s} {cell('speedup_vs_torch_fused'):>13s} "
+                f"{cell('speedup_vs_torch_foreach'):>15s}"
+            )
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"header": info, "rows": rows}, f, indent=1)

@@ -1,11 +1,14 @@
 """Small real datasets shipped with the package (see fastopt/data/README.md for sources)."""
+
+from __future__ import annotations
+
 import gzip
 from importlib import resources
 
 import numpy as np
 
 
-def load_digits():
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
     """The UCI handwritten digits (1797 8x8 images, pixel counts 0..16, labels 0..9).
 
     Returns

@@ -3,6 +3,7 @@
 The model's arrays live in a FlatParams; the loss function writes gradients into its
 per-layer gradient views, and one optimizer step updates the whole flat buffer.
 """
+
 import time
 
 import numpy as np
@@ -33,12 +34,16 @@ def split_digits(test_fraction=0.25, seed=0):
 
 def init_mlp(n_in, n_hidden, n_out, dtype, seed=0):
     rng = np.random.default_rng(seed)
-    return FlatParams({
-        "W1": rng.standard_normal((n_in, n_hidden)) * np.sqrt(2.0 / n_in),
-        "b1": np.zeros(n_hidden),
-        "W2": rng.standard_normal((n_hidden, n_out)) * np.sqrt(1.0 / n_hidden),
-        "b2": np.zeros(n_out),
-    }, dtype=dtype, groups={"bias": ["b1", "b2"]})
+    return FlatParams(
+        {
+            "W1": rng.standard_normal((n_in, n_hidden)) * np.sqrt(2.0 / n_in),
+            "b1": np.zeros(n_hidden),
+            "W2": rng.standard_normal((n_hidden, n_out)) * np.sqrt(1.0 / n_hidden),
+            "b2": np.zeros(n_out),
+        },
+        dtype=dtype,
+        groups={"bias": ["b1", "b2"]},
+    )
 
 
 def forward(params, x):
@@ -78,7 +83,8 @@ def digits_problem(iterations, batch_size=64, dtype=np.float32, hidden=64, seed=
     :func:`fastopt.sweep`, set up like :func:`train`: the gradient comes from a mini-batch
     of ``batch_size`` images and the returned cost is the whole training set's, so the
     sweep judges the same noisy updates that training makes on a cost curve without
-    mini-batch noise."""
+    mini-batch noise.
+    """
     (x_train, y_train), _ = split_digits(seed=seed)
     x_train = x_train.astype(dtype)
     fp = init_mlp(x_train.shape[1], hidden, 10, dtype, seed)
@@ -86,16 +92,27 @@ def digits_problem(iterations, batch_size=64, dtype=np.float32, hidden=64, seed=
     batches = []
     while len(batches) < iterations + 1:
         order = rng.permutation(len(y_train))
-        batches += [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        batches += [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
     def loss_grad(params, grad, batch):
         loss_and_grad(params, x_train[batch], y_train[batch])
         return softmax_cross_entropy(forward(params.params, x_train)[1], y_train)[0]
-    return fp, loss_grad, batches[:iterations + 1]
+
+    return fp, loss_grad, batches[: iterations + 1]
 
 
-def train(optimizer="adam", *, lr=None, epochs=30, batch_size=64, hidden=64, dtype=np.float32,
-          seed=0, verbose=True, print_fn=print):
+def train(
+    optimizer="adam",
+    *,
+    lr=None,
+    epochs=30,
+    batch_size=64,
+    hidden=64,
+    dtype=np.float32,
+    seed=0,
+    verbose=True,
+    print_fn=print,
+):
     """Train the network and return a summary dict (costs per epoch, accuracies)."""
     cls, options = OPTIMIZERS[optimizer]
     options = dict(options, **({} if lr is None else {"lr": lr}))
@@ -106,25 +123,36 @@ def train(optimizer="adam", *, lr=None, epochs=30, batch_size=64, hidden=64, dty
     rng = np.random.default_rng(seed)
     costs, start = [], time.perf_counter()
     if verbose:
-        print_fn(f"digits: {len(y_train)} train / {len(y_test)} test images, MLP 64-{hidden}-10, "
-                 f"{fp.size} parameters ({np.dtype(dtype).name}), {opt!r}")
+        print_fn(
+            f"digits: {len(y_train)} train / {len(y_test)} test images, MLP 64-{hidden}-10, "
+            f"{fp.size} parameters ({np.dtype(dtype).name}), {opt!r}"
+        )
     for epoch in range(1, epochs + 1):
         order = rng.permutation(len(y_train))
         total = 0.0
         for begin in range(0, len(order), batch_size):
-            batch = order[begin:begin + batch_size]
+            batch = order[begin : begin + batch_size]
             total += loss_and_grad(fp, x_train[batch], y_train[batch]) * len(batch)
             opt.step()
         costs.append(total / len(order))
         if verbose:
-            print_fn(f"epoch {epoch:3d}  cost {costs[-1]:.4f}  "
-                     f"test accuracy {accuracy(fp, x_test, y_test):.3f}")
-    result = {"optimizer": optimizer, "options": options, "costs": costs,
-              "train_accuracy": accuracy(fp, x_train, y_train),
-              "test_accuracy": accuracy(fp, x_test, y_test), "steps": opt.step_count,
-              "seconds": time.perf_counter() - start}
+            print_fn(
+                f"epoch {epoch:3d}  cost {costs[-1]:.4f}  "
+                f"test accuracy {accuracy(fp, x_test, y_test):.3f}"
+            )
+    result = {
+        "optimizer": optimizer,
+        "options": options,
+        "costs": costs,
+        "train_accuracy": accuracy(fp, x_train, y_train),
+        "test_accuracy": accuracy(fp, x_test, y_test),
+        "steps": opt.step_count,
+        "seconds": time.perf_counter() - start,
+    }
     if verbose:
-        print_fn(f"final: train accuracy {result['train_accuracy']:.3f}, test accuracy "
-                 f"{result['test_accuracy']:.3f}, {result['steps']} steps in "
-                 f"{result['seconds']:.2f} s")
+        print_fn(
+            f"final: train accuracy {result['train_accuracy']:.3f}, test accuracy "
+            f"{result['test_accuracy']:.3f}, {result['steps']} steps in "
+            f"{result['seconds']:.2f} s"
+        )
     return result

@@ -10,10 +10,12 @@ The backends (:mod:`.host`: NumPy buffers and njit loops; :mod:`.cuda`: device b
 numba.cuda kernels, loaded on first use) offer the same operations behind
 :class:`fastopt.kernels.backend.Backend`; :mod:`.backend` says which one holds an array.
 """
+
 from . import adagrad, adam, rmsprop, sgd
 from ._algorithm import Algorithm
 
-ALGORITHMS: dict[str, Algorithm] = {m.ALGORITHM.name: m.ALGORITHM
-                                    for m in (sgd, adagrad, rmsprop, adam)}
+ALGORITHMS: dict[str, Algorithm] = {
+    m.ALGORITHM.name: m.ALGORITHM for m in (sgd, adagrad, rmsprop, adam)
+}
 
 __all__ = ["Algorithm", "ALGORITHMS"]

@@ -1,5 +1,7 @@
 """What a backend needs to know about an algorithm to run its update."""
-from typing import Callable, NamedTuple
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 
 class Algorithm(NamedTuple):
@@ -16,3 +18,8 @@ class Algorithm(NamedTuple):
     host_scalars: Callable[..., tuple]
     element: Callable[..., tuple]
     loop: Callable[..., None]
+
+
+new_scalars = tuple.__new__
+"""``new_scalars(AdamScalars, values)`` builds the NamedTuple without its Python-level
+``__new__``: host scalars are built once per group and step, on the step's hot path."""

@@ -3,10 +3,11 @@ numerics).
 
 Kernel arguments: ``(param, grad, state_sum, grad_scale, *AdagradScalars)``.
 """
+
 import math
 from typing import NamedTuple
 
-from ._algorithm import Algorithm
+from ._algorithm import Algorithm, new_scalars
 from ._names import element, indices, load_scale  # noqa: F401  (bound per backend)
 
 NAME = "adagrad"
@@ -21,11 +22,13 @@ class AdagradScalars(NamedTuple):
     eps: float
 
 
-def host_scalars(*, lr: float, lr_decay: float, weight_decay: float, eps: float,
-                 step: int) -> AdagradScalars:
+def host_scalars(
+    *, lr: float, lr_decay: float, weight_decay: float, eps: float, step: int
+) -> AdagradScalars:
     """The scalars of update number ``step`` (1 for the first):
-    ``clr = lr / (1 + (step - 1) * lr_decay)``."""
-    return AdagradScalars(lr / (1 + (step - 1) * lr_decay), weight_decay, eps)
+    ``clr = lr / (1 + (step - 1) * lr_decay)``.
+    """
+    return new_scalars(AdagradScalars, (lr / (1 + (step - 1) * lr_decay), weight_decay, eps))
 
 
 def adagrad_element(param, grad, state_sum, grad_scale, clr, weight_decay, eps):
@@ -41,8 +44,9 @@ def loop(param, grad, state_sum, grad_scale, clr, weight_decay, eps):
     grad_scale = f(load_scale(grad_scale))
     clr, weight_decay, eps = f(clr), f(weight_decay), f(eps)
     for i in indices(param.size):
-        param[i], state_sum[i] = element(param[i], grad[i], state_sum[i], grad_scale, clr,
-                                         weight_decay, eps)
+        param[i], state_sum[i] = element(
+            param[i], grad[i], state_sum[i], grad_scale, clr, weight_decay, eps
+        )
 
 
 ALGORITHM = Algorithm(NAME, STATE, AdagradScalars, host_scalars, adagrad_element, loop)

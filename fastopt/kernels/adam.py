@@ -4,10 +4,11 @@
 Kernel arguments: ``(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale,
 *AdamScalars)``; ``max_exp_avg_sq`` is an empty array without amsgrad.
 """
+
 import math
 from typing import NamedTuple
 
-from ._algorithm import Algorithm
+from ._algorithm import Algorithm, new_scalars
 from ._names import element, indices, load_scale  # noqa: F401  (bound per backend)
 
 NAME = "adam"
@@ -28,25 +29,61 @@ class AdamScalars(NamedTuple):
     amsgrad: bool
 
 
-def host_scalars(*, lr: float, betas: tuple[float, float], eps: float, weight_decay: float,
-                 decoupled_weight_decay: bool, amsgrad: bool, step: int) -> AdamScalars:
+def host_scalars(
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    amsgrad: bool,
+    step: int,
+) -> AdamScalars:
     """The scalars of update number ``step`` (1 for the first): the bias corrections
     ``1 - beta1**step`` and ``1 - beta2**step`` folded into ``step_size`` and
-    ``bias_correction2_sqrt`` as torch does, and AdamW's decay as ``1 - lr * weight_decay``."""
+    ``bias_correction2_sqrt`` as torch does, and AdamW's decay as ``1 - lr * weight_decay``.
+    """
     beta1, beta2 = betas
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2 = 1 - beta2 ** step
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
     if decoupled_weight_decay:
         decay_factor, weight_decay = 1 - lr * weight_decay, 0.0
     else:
         decay_factor = 1.0
-    return AdamScalars(weight_decay, decay_factor, 1 - beta1, beta2, 1 - beta2,
-                       lr / bias_correction1, bias_correction2 ** 0.5, eps, amsgrad)
+    return new_scalars(
+        AdamScalars,
+        (
+            weight_decay,
+            decay_factor,
+            1 - beta1,
+            beta2,
+            1 - beta2,
+            lr / bias_correction1,
+            bias_correction2**0.5,
+            eps,
+            amsgrad,
+        ),
+    )
 
 
-def adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay,
-                 decay_factor, one_minus_beta1, one_minus_beta1_complement, beta2,
-                 one_minus_beta2, step_size, bias_correction2_sqrt, eps, amsgrad):
+def adam_element(
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    max_exp_avg_sq,
+    grad_scale,
+    weight_decay,
+    decay_factor,
+    one_minus_beta1,
+    one_minus_beta1_complement,
+    beta2,
+    one_minus_beta2,
+    step_size,
+    bias_correction2_sqrt,
+    eps,
+    amsgrad,
+):
     g = grad * grad_scale
     p = param * decay_factor
     if weight_decay != 0:
@@ -66,9 +103,23 @@ def adam_element(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, w
     return p - step_size * (m / denom), m, v, vmax
 
 
-def loop(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay,
-         decay_factor, one_minus_beta1, beta2, one_minus_beta2, step_size,
-         bias_correction2_sqrt, eps, amsgrad):
+def loop(
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    max_exp_avg_sq,
+    grad_scale,
+    weight_decay,
+    decay_factor,
+    one_minus_beta1,
+    beta2,
+    one_minus_beta2,
+    step_size,
+    bias_correction2_sqrt,
+    eps,
+    amsgrad,
+):
     f = param.dtype.type
     grad_scale = f(load_scale(grad_scale))
     weight_decay, decay_factor = f(weight_decay), f(decay_factor)
@@ -78,15 +129,43 @@ def loop(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_de
     if amsgrad:
         for i in indices(param.size):
             param[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i] = element(
-                param[i], grad[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i], grad_scale,
-                weight_decay, decay_factor, one_minus_beta1, one_minus_beta1_complement,
-                beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps, True)
+                param[i],
+                grad[i],
+                exp_avg[i],
+                exp_avg_sq[i],
+                max_exp_avg_sq[i],
+                grad_scale,
+                weight_decay,
+                decay_factor,
+                one_minus_beta1,
+                one_minus_beta1_complement,
+                beta2,
+                one_minus_beta2,
+                step_size,
+                bias_correction2_sqrt,
+                eps,
+                True,
+            )
     else:
         for i in indices(param.size):
             param[i], exp_avg[i], exp_avg_sq[i], _ = element(
-                param[i], grad[i], exp_avg[i], exp_avg_sq[i], grad[i], grad_scale,
-                weight_decay, decay_factor, one_minus_beta1, one_minus_beta1_complement,
-                beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps, False)
+                param[i],
+                grad[i],
+                exp_avg[i],
+                exp_avg_sq[i],
+                grad[i],
+                grad_scale,
+                weight_decay,
+                decay_factor,
+                one_minus_beta1,
+                one_minus_beta1_complement,
+                beta2,
+                one_minus_beta2,
+                step_size,
+                bias_correction2_sqrt,
+                eps,
+                False,
+            )
 
 
 ALGORITHM = Algorithm(NAME, STATE, AdamScalars, host_scalars, adam_element, loop)

@@ -11,25 +11,31 @@ backend and call it; none of them asks which one it is.
 :mod:`fastopt.kernels.cuda` the first time something asks for the GPU, and says what is
 missing (the ``cuda`` extra, a driver, a GPU) if it cannot be used.
 """
-from typing import Any, Callable, Protocol
+
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
 from ._algorithm import Algorithm
 
 DEVICES = ("cpu", "cuda", "auto")
-MISSING_EXTRA = ("device='cuda' needs numba-cuda, which is not installed: "
-                 "pip install 'fastopt[cuda]' (numba-cuda with the CUDA 13 toolkit wheels)")
+MISSING_EXTRA = (
+    "device='cuda' needs numba-cuda, which is not installed: "
+    "pip install 'fastopt[cuda]' (numba-cuda with the CUDA 13 toolkit wheels)"
+)
 
 
 class GradNorm(Protocol):
     """A backend's workspace for the squared L2 norm of one flat gradient size."""
 
-    def compute(self, grad: Any, grad_scale: float, norm_factor: float,
-                max_norm: float | None) -> Any:
+    def compute(
+        self, grad: Any, grad_scale: float, norm_factor: float, max_norm: float | None
+    ) -> Any:
         """Reduce ``grad``; return the kernels' ``grad_scale`` argument: ``grad_scale``
         clipped for a norm of ``sqrt(sumsq) * norm_factor`` to ``max_norm``
-        (:func:`fastopt.kernels.clipping.clipped_scale`), or unclipped for None."""
+        (:func:`fastopt.kernels.clipping.clipped_scale`), or unclipped for None.
+        """
 
     def sumsq(self) -> float:
         """The last computed sum of squares, on the host (a GPU synchronises here)."""
@@ -58,33 +64,52 @@ class Backend(Protocol):
     def fill(self, array: Any, value: float) -> None: ...
     def to_host(self, array: Any) -> np.ndarray:
         """A host copy of a buffer."""
+
     def from_host(self, values: np.ndarray) -> Any:
         """A new buffer holding a copy of host values."""
+
     def copy_from_host(self, array: Any, values: np.ndarray) -> None:
         """Copy host values into a buffer (converting to its dtype)."""
+
     def copy(self, dst: Any, src: Any) -> None:
         """Copy one of this backend's buffers into another of the same size."""
+
     def copy_of(self, array: Any) -> Any: ...
 
     def owns(self, obj: Any) -> bool:
         """Whether ``obj`` is an array in this backend's memory."""
+
     def layout(self, obj: Any) -> tuple[tuple[int, ...], np.dtype, bool, bool]:
         """``(shape, dtype, c_contiguous, writeable)`` of one of its arrays."""
+
     def check_buffer(self, name: str, obj: Any, *, writeable: bool = True) -> Any:
         """A flat view of a caller's float32/float64 C-contiguous array, checked."""
-    def check_like(self, name: str, obj: Any, shape: tuple[int, ...], dtype: np.dtype,
-                   reference_name: str = "params") -> Any:
+
+    def check_like(
+        self,
+        name: str,
+        obj: Any,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        reference_name: str = "params",
+    ) -> Any:
         """A flat view of an array that must have exactly this shape and dtype."""
+
     def overlaps(self, a: Any, b: Any) -> bool:
         """Whether two of its arrays may share memory."""
-    def gradient_views(self, shape: tuple[int, ...], dtype: np.dtype,
-                       segments: list[slice]) -> GradientViews: ...
+
+    def gradient_views(
+        self, shape: tuple[int, ...], dtype: np.dtype, segments: list[slice]
+    ) -> GradientViews: ...
 
     def update_kernel(self, algorithm: Algorithm, size: int) -> Callable[..., None]:
         """The compiled update of ``algorithm`` for a segment of ``size`` elements, called
-        as ``kernel(param, grad, *state, grad_scale, *scalars)``."""
+        as ``kernel(param, grad, *state, grad_scale, *scalars)``.
+        """
+
     def grad_scale(self, value: float) -> Any:
         """The kernels' ``grad_scale`` argument for a scale known on the host."""
+
     def grad_norm(self, size: int) -> GradNorm: ...
 
 
@@ -96,6 +121,7 @@ def check_device(device):
 
 def host_backend():
     from .host import HOST
+
     return HOST
 
 
@@ -106,6 +132,7 @@ def cuda_backend():
     except ImportError:
         raise ImportError(MISSING_EXTRA) from None
     from .cuda import CUDA, require_gpu
+
     require_gpu()
     return CUDA
 
@@ -117,14 +144,17 @@ def get(device):
 
 def is_device_array(obj):
     """A numba.cuda device array or any object exposing ``__cuda_array_interface__``
-    (CuPy arrays, torch CUDA tensors), recognised without importing numba.cuda."""
+    (CuPy arrays, torch CUDA tensors), recognised without importing numba.cuda.
+    """
     if getattr(obj, "__cuda_ndarray__", False):
         return True
     try:
         return hasattr(obj, "__cuda_array_interface__")
     except RuntimeError as error:  # torch: a CUDA tensor that requires grad
-        raise TypeError(f"{error} -- fastopt updates parameters in place: pass "
-                        "tensor.detach(), which shares the tensor's memory") from None
+        raise TypeError(
+            f"{error} -- fastopt updates parameters in place: pass "
+            "tensor.detach(), which shares the tensor's memory"
+        ) from None
 
 
 def of(obj):
@@ -137,7 +167,9 @@ def of(obj):
 
 
 def located(obj):
-    """"cuda" for a device array, else "cpu" (without loading the CUDA backend)."""
+    """The device name of an array: "cuda" for a device array, else "cpu" (without
+    loading the CUDA backend).
+    """
     return "cuda" if is_device_array(obj) else "cpu"
 
 
@@ -153,8 +185,12 @@ def resolve(device, where, what="params"):
     if device in ("auto", where):
         return get(where)
     if device == "cuda":
-        raise ValueError(f"device='cuda', but {what} are in host memory (numpy): pack them "
-                         "with fastopt.FlatParams(..., device='cuda') or pass a device array "
-                         "(numba.cuda, CuPy, a torch CUDA tensor); nothing is copied per step")
-    raise ValueError(f"device='cpu', but {what} are in GPU memory: pass device='cuda' (or "
-                     "'auto'), or copy them to the host first")
+        raise ValueError(
+            f"device='cuda', but {what} are in host memory (numpy): pack them "
+            "with fastopt.FlatParams(..., device='cuda') or pass a device array "
+            "(numba.cuda, CuPy, a torch CUDA tensor); nothing is copied per step"
+        )
+    raise ValueError(
+        f"device='cpu', but {what} are in GPU memory: pass device='cuda' (or "
+        "'auto'), or copy them to the host first"
+    )

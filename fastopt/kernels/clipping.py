@@ -1,5 +1,7 @@
 """Global-norm clipping as torch.nn.utils.clip_grad_norm_ does it, folded into the gradient
-scale: one formula, evaluated on the host by :mod:`.host` and on the device by :mod:`.cuda`."""
+scale: one formula, evaluated on the host by :mod:`.host` and on the device by :mod:`.cuda`.
+"""
+
 import math
 
 

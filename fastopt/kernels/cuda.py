@@ -17,6 +17,7 @@ torch's CUDA kernels, and numba-cuda offers no switch for that outside fast-math
 results agree with the CPU kernels to a few ulp, not bit for bit; under the CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1``) they are bit for bit.
 """
+
 import math
 import warnings
 
@@ -68,8 +69,10 @@ def launch_shape(size):
     """``(blocks, threads)`` for a grid-stride loop over ``size`` elements."""
     threads = THREADS_PER_BLOCK
     if threads < 1 or threads > MAX_THREADS_PER_BLOCK or threads & (threads - 1):
-        raise ValueError(f"Invalid THREADS_PER_BLOCK: {threads} (expected a power of two "
-                         f"<= {MAX_THREADS_PER_BLOCK})")
+        raise ValueError(
+            f"Invalid THREADS_PER_BLOCK: {threads} (expected a power of two "
+            f"<= {MAX_THREADS_PER_BLOCK})"
+        )
     return max(1, min(-(-size // threads), _max_blocks())), threads
 
 
@@ -84,8 +87,11 @@ def configure(kernel, shape):
     if simulated():
         return lambda *args: kernel[shape](*args)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result in GPU "
-                                "under-utilization")
+        warnings.filterwarnings(
+            "ignore",
+            message=r"Grid size \d+ will likely result in GPU "
+            "under-utilization",
+        )
         return kernel[shape]
 
 
@@ -104,7 +110,8 @@ def _max_blocks():
 # -- arrays --------------------------------------------------------------------------------
 def array_key(obj):
     """``(id, address, shape, type)`` of a device array: while these are unchanged, a view
-    made by :func:`unowned_view` still describes the same memory."""
+    made by :func:`unowned_view` still describes the same memory.
+    """
     if getattr(obj, "__cuda_ndarray__", False) and simulated():
         desc = obj.__array_interface__  # the simulator's arrays are NumPy arrays
     else:
@@ -114,7 +121,8 @@ def array_key(obj):
 
 def unowned_view(obj):
     """A numba view of a device array that does not keep its memory alive (so a cached
-    view of last step's gradient does not hold that gradient's memory)."""
+    view of last step's gradient does not hold that gradient's memory).
+    """
     if simulated():
         return obj
     return cuda.from_cuda_array_interface(obj.__cuda_array_interface__, owner=None, sync=False)
@@ -148,9 +156,11 @@ def _c_strides(shape, itemsize):
 
 def _require_device_array(name, obj, reference_name):
     if not is_device_array(obj):
-        raise TypeError(f"{name} must be a device array like {reference_name}, but got "
-                        f"{type(obj).__name__}: fastopt copies nothing per step, so move it "
-                        "yourself (numba.cuda.to_device) or compute it on the GPU")
+        raise TypeError(
+            f"{name} must be a device array like {reference_name}, but got "
+            f"{type(obj).__name__}: fastopt copies nothing per step, so move it "
+            "yourself (numba.cuda.to_device) or compute it on the GPU"
+        )
 
 
 # -- kernels ---------------------------------------------------------------------------------
@@ -173,9 +183,18 @@ def first_element(scale):
     return scale[0]
 
 
-KERNELS = {name: _kernel(bind(algorithm.loop, f"{name}_cuda", element=_device(algorithm.element),
-                              indices=grid_indices, load_scale=first_element))
-           for name, algorithm in ALGORITHMS.items()}
+KERNELS = {
+    name: _kernel(
+        bind(
+            algorithm.loop,
+            f"{name}_cuda",
+            element=_device(algorithm.element),
+            indices=grid_indices,
+            load_scale=first_element,
+        )
+    )
+    for name, algorithm in ALGORITHMS.items()
+}
 """Algorithm name -> its grid-stride update kernel."""
 
 _clipped_scale = _device(clipped_scale)
@@ -184,7 +203,8 @@ _clipped_scale = _device(clipped_scale)
 @_device
 def _block_total(value):
     """The sum of ``value`` over the threads of this block, in a fixed tree (the same on
-    every run for a given launch shape)."""
+    every run for a given launch shape).
+    """
     shared = cuda.shared.array(MAX_THREADS_PER_BLOCK, float64)
     tid = cuda.threadIdx.x
     shared[tid] = value
@@ -201,7 +221,8 @@ def _block_total(value):
 @_kernel
 def block_sumsq(values, partials):
     """``partials[b]`` = this block's share of sum(values**2), in float64; each thread
-    accumulates its grid-stride elements in order."""
+    accumulates its grid-stride elements in order.
+    """
     total = 0.0
     for i in range(cuda.grid(1), values.size, cuda.gridsize(1)):
         x = float64(values[i])
@@ -214,21 +235,22 @@ def block_sumsq(values, partials):
 @_kernel
 def finish_sumsq(partials, sumsq, scale, grad_scale, norm_factor, max_norm, clip):
     """One block: ``sumsq[0]`` = the sum of ``partials``, and ``scale[0]`` = the kernels'
-    gradient scale, clipped for that norm when ``clip``."""
+    gradient scale, clipped for that norm when ``clip``.
+    """
     total = 0.0
     for i in range(cuda.threadIdx.x, partials.size, cuda.blockDim.x):
         total += partials[i]
     total = _block_total(total)
     if cuda.threadIdx.x == 0:
         sumsq[0] = total
-        scale[0] = _clipped_scale(grad_scale, total, norm_factor, max_norm) if clip \
-            else grad_scale
+        scale[0] = _clipped_scale(grad_scale, total, norm_factor, max_norm) if clip else grad_scale
 
 
 @_kernel
 def flag_nonfinite(values, flag):
     """Set ``flag[0] = 1`` if any element is NaN or infinite (a plain store: every writer
-    writes the same value, so no atomics are needed)."""
+    writes the same value, so no atomics are needed).
+    """
     for i in range(cuda.grid(1), values.size, cuda.gridsize(1)):
         if math.isnan(values[i]) or math.isinf(values[i]):
             flag[0] = int64(1)
@@ -265,8 +287,15 @@ class CudaGradNorm:
     def compute(self, grad, grad_scale, norm_factor, max_norm):
         self._first(grad, self.partials)
         clip = max_norm is not None
-        self._second(self.partials, self.total, self.scale, float(grad_scale),
-                     float(norm_factor), float(max_norm) if clip else math.inf, clip)
+        self._second(
+            self.partials,
+            self.total,
+            self.scale,
+            float(grad_scale),
+            float(norm_factor),
+            float(max_norm) if clip else math.inf,
+            clip,
+        )
         return self.scale
 
     def sumsq(self):
@@ -287,7 +316,8 @@ class CudaGradNorm:
 class CudaGradientViews:
     """Wrapping a device array costs more than a small update on a GPU, so the views of the
     last gradient are kept (without keeping its memory alive) and reused while the same
-    object has the same address, shape and dtype."""
+    object has the same address, shape and dtype.
+    """
 
     def __init__(self, shape, dtype, segments):
         self.shape, self.dtype, self.segments = tuple(shape), np.dtype(dtype), segments
@@ -299,9 +329,11 @@ class CudaGradientViews:
         if cached is not None and is_device_array(grad) and cached[0] == array_key(grad):
             return cached[1], cached[2]
         if not is_device_array(grad):
-            raise TypeError("grad must be a device array (the parameters are on the GPU), but "
-                            f"got {type(grad).__name__}: fastopt copies nothing per step, so "
-                            "move it yourself (numba.cuda.to_device) or compute it on the GPU")
+            raise TypeError(
+                "grad must be a device array (the parameters are on the GPU), but "
+                f"got {type(grad).__name__}: fastopt copies nothing per step, so "
+                "move it yourself (numba.cuda.to_device) or compute it on the GPU"
+            )
         check_device_like("grad", device_layout(grad), self.shape, self.dtype)
         flat = unowned_view(grad).reshape(self.size)
         self.cached = (array_key(grad), flat, [flat[s] for s in self.segments])

@@ -5,10 +5,11 @@ Kernel arguments: ``(param, grad, square_avg, grad_avg, momentum_buffer, grad_sc
 *RMSpropScalars)``; ``grad_avg`` and ``momentum_buffer`` are empty arrays when centered
 or momentum is off.
 """
+
 import math
 from typing import NamedTuple
 
-from ._algorithm import Algorithm
+from ._algorithm import Algorithm, new_scalars
 from ._names import element, indices, load_scale  # noqa: F401  (bound per backend)
 
 NAME = "rmsprop"
@@ -27,15 +28,31 @@ class RMSpropScalars(NamedTuple):
     centered: bool
 
 
-def host_scalars(*, lr: float, alpha: float, eps: float, weight_decay: float,
-                 momentum: float, centered: bool) -> RMSpropScalars:
+def host_scalars(
+    *, lr: float, alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool
+) -> RMSpropScalars:
     """The scalars of one update (they do not depend on the step number)."""
-    return RMSpropScalars(lr, alpha, 1 - alpha, eps, weight_decay, momentum, centered)
+    return new_scalars(
+        RMSpropScalars, (lr, alpha, 1 - alpha, eps, weight_decay, momentum, centered)
+    )
 
 
-def rmsprop_element(param, grad, square_avg, grad_avg, momentum_buffer, grad_scale, lr, alpha,
-                    one_minus_alpha, one_minus_alpha_complement, eps, weight_decay, momentum,
-                    centered):
+def rmsprop_element(
+    param,
+    grad,
+    square_avg,
+    grad_avg,
+    momentum_buffer,
+    grad_scale,
+    lr,
+    alpha,
+    one_minus_alpha,
+    one_minus_alpha_complement,
+    eps,
+    weight_decay,
+    momentum,
+    centered,
+):
     g = grad * grad_scale
     if weight_decay != 0:
         g = g + weight_decay * param
@@ -58,8 +75,21 @@ def rmsprop_element(param, grad, square_avg, grad_avg, momentum_buffer, grad_sca
     return p, v, ga, buf
 
 
-def loop(param, grad, square_avg, grad_avg, momentum_buffer, grad_scale, lr, alpha,
-         one_minus_alpha, eps, weight_decay, momentum, centered):
+def loop(
+    param,
+    grad,
+    square_avg,
+    grad_avg,
+    momentum_buffer,
+    grad_scale,
+    lr,
+    alpha,
+    one_minus_alpha,
+    eps,
+    weight_decay,
+    momentum,
+    centered,
+):
     f = param.dtype.type
     grad_scale = f(load_scale(grad_scale))
     lr, alpha, one_minus_alpha, eps = f(lr), f(alpha), f(one_minus_alpha), f(eps)
@@ -69,26 +99,75 @@ def loop(param, grad, square_avg, grad_avg, momentum_buffer, grad_scale, lr, alp
     if centered and momentum > 0:
         for i in indices(param.size):
             param[i], square_avg[i], grad_avg[i], momentum_buffer[i] = element(
-                param[i], grad[i], square_avg[i], grad_avg[i], momentum_buffer[i], grad_scale,
-                lr, alpha, one_minus_alpha, one_minus_alpha_complement, eps, weight_decay,
-                momentum, True)
+                param[i],
+                grad[i],
+                square_avg[i],
+                grad_avg[i],
+                momentum_buffer[i],
+                grad_scale,
+                lr,
+                alpha,
+                one_minus_alpha,
+                one_minus_alpha_complement,
+                eps,
+                weight_decay,
+                momentum,
+                True,
+            )
     elif centered:
         for i in indices(param.size):
             param[i], square_avg[i], grad_avg[i], _ = element(
-                param[i], grad[i], square_avg[i], grad_avg[i], grad[i], grad_scale, lr, alpha,
-                one_minus_alpha, one_minus_alpha_complement, eps, weight_decay, momentum, True)
+                param[i],
+                grad[i],
+                square_avg[i],
+                grad_avg[i],
+                grad[i],
+                grad_scale,
+                lr,
+                alpha,
+                one_minus_alpha,
+                one_minus_alpha_complement,
+                eps,
+                weight_decay,
+                momentum,
+                True,
+            )
     elif momentum > 0:
         for i in indices(param.size):
             param[i], square_avg[i], _, momentum_buffer[i] = element(
-                param[i], grad[i], square_avg[i], grad[i], momentum_buffer[i], grad_scale, lr,
-                alpha, one_minus_alpha, one_minus_alpha_complement, eps, weight_decay,
-                momentum, False)
+                param[i],
+                grad[i],
+                square_avg[i],
+                grad[i],
+                momentum_buffer[i],
+                grad_scale,
+                lr,
+                alpha,
+                one_minus_alpha,
+                one_minus_alpha_complement,
+                eps,
+                weight_decay,
+                momentum,
+                False,
+            )
     else:
         for i in indices(param.size):
             param[i], square_avg[i], _, _ = element(
-                param[i], grad[i], square_avg[i], grad[i], grad[i], grad_scale, lr, alpha,
-                one_minus_alpha, one_minus_alpha_complement, eps, weight_decay, momentum,
-                False)
+                param[i],
+                grad[i],
+                square_avg[i],
+                grad[i],
+                grad[i],
+                grad_scale,
+                lr,
+                alpha,
+                one_minus_alpha,
+                one_minus_alpha_complement,
+                eps,
+                weight_decay,
+                momentum,
+                False,
+            )
 
 
 ALGORITHM = Algorithm(NAME, STATE, RMSpropScalars, host_scalars, rmsprop_element, loop)

@@ -2,9 +2,10 @@
 
 Kernel arguments: ``(param, grad, momentum_buffer, grad_scale, *SGDScalars)``.
 """
+
 from typing import NamedTuple
 
-from ._algorithm import Algorithm
+from ._algorithm import Algorithm, new_scalars
 from ._names import element, indices, load_scale  # noqa: F401  (bound per backend)
 
 NAME = "sgd"
@@ -22,15 +23,35 @@ class SGDScalars(NamedTuple):
     first_step: bool
 
 
-def host_scalars(*, lr: float, weight_decay: float, momentum: float, dampening: float,
-                 nesterov: bool, first_step: bool) -> SGDScalars:
+def host_scalars(
+    *,
+    lr: float,
+    weight_decay: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    first_step: bool,
+) -> SGDScalars:
     """The scalars of one update (``first_step``: the first update, which copies the
-    gradient into the momentum buffer without dampening, as torch does)."""
-    return SGDScalars(lr, weight_decay, momentum, 1 - dampening, nesterov, first_step)
+    gradient into the momentum buffer without dampening, as torch does).
+    """
+    return new_scalars(
+        SGDScalars, (lr, weight_decay, momentum, 1 - dampening, nesterov, first_step)
+    )
 
 
-def sgd_element(param, grad, momentum_buffer, grad_scale, lr, weight_decay, momentum,
-                one_minus_dampening, nesterov, first_step):
+def sgd_element(
+    param,
+    grad,
+    momentum_buffer,
+    grad_scale,
+    lr,
+    weight_decay,
+    momentum,
+    one_minus_dampening,
+    nesterov,
+    first_step,
+):
     g = grad * grad_scale
     if weight_decay != 0:
         g = g + weight_decay * param
@@ -47,8 +68,18 @@ def sgd_element(param, grad, momentum_buffer, grad_scale, lr, weight_decay, mome
     return param - lr * g, buf
 
 
-def loop(param, grad, momentum_buffer, grad_scale, lr, weight_decay, momentum,
-         one_minus_dampening, nesterov, first_step):
+def loop(
+    param,
+    grad,
+    momentum_buffer,
+    grad_scale,
+    lr,
+    weight_decay,
+    momentum,
+    one_minus_dampening,
+    nesterov,
+    first_step,
+):
     f = param.dtype.type
     grad_scale = f(load_scale(grad_scale))
     lr, weight_decay, momentum = f(lr), f(weight_decay), f(momentum)
@@ -56,12 +87,31 @@ def loop(param, grad, momentum_buffer, grad_scale, lr, weight_decay, momentum,
     if momentum != 0:
         for i in indices(param.size):
             param[i], momentum_buffer[i] = element(
-                param[i], grad[i], momentum_buffer[i], grad_scale, lr, weight_decay, momentum,
-                one_minus_dampening, nesterov, first_step)
+                param[i],
+                grad[i],
+                momentum_buffer[i],
+                grad_scale,
+                lr,
+                weight_decay,
+                momentum,
+                one_minus_dampening,
+                nesterov,
+                first_step,
+            )
     else:
         for i in indices(param.size):
-            param[i], _ = element(param[i], grad[i], grad[i], grad_scale, lr, weight_decay,
-                                  momentum, one_minus_dampening, nesterov, first_step)
+            param[i], _ = element(
+                param[i],
+                grad[i],
+                grad[i],
+                grad_scale,
+                lr,
+                weight_decay,
+                momentum,
+                one_minus_dampening,
+                nesterov,
+                first_step,
+            )
 
 
 ALGORITHM = Algorithm(NAME, STATE, SGDScalars, host_scalars, sgd_element, loop)

@@ -1,10 +1,22 @@
 """Choosing the learning rate: the sweep, the range test, the cost monitor and the gradient
-check, over the problem abstraction they share (:mod:`fastopt.lr.problem`)."""
+check, over the problem abstraction they share (:mod:`fastopt.lr.problem`).
+"""
+
 from .gradcheck import GradCheckResult, check_grad
 from .monitor import CostEvent, CostIncreaseError, CostMonitor, CostWarning, NonFiniteCostError
 from .range_test import RangeTestResult, lr_range_test
 from .sweep import SweepResult, sweep
 
-__all__ = ["sweep", "SweepResult", "lr_range_test", "RangeTestResult", "check_grad",
-           "GradCheckResult", "CostMonitor", "CostEvent", "CostWarning", "CostIncreaseError",
-           "NonFiniteCostError"]
+__all__ = [
+    "sweep",
+    "SweepResult",
+    "lr_range_test",
+    "RangeTestResult",
+    "check_grad",
+    "GradCheckResult",
+    "CostMonitor",
+    "CostEvent",
+    "CostWarning",
+    "CostIncreaseError",
+    "NonFiniteCostError",
+]

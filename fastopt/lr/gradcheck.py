@@ -1,8 +1,17 @@
 """check_grad: is the gradient right? Central finite differences on a sample of coordinates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
-from .problem import Problem
 from ..buffers import FlatParams
+from .problem import Problem
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 DEFAULT_TOLERANCE = {np.dtype(np.float32): 1e-2, np.dtype(np.float64): 1e-5}
 
@@ -24,7 +33,15 @@ class GradCheckResult:
         ``max_rel_error <= tolerance``.
     """
 
-    def __init__(self, coordinates, analytic, numeric, rel_errors, tolerance, names):
+    def __init__(
+        self,
+        coordinates: np.ndarray,
+        analytic: np.ndarray,
+        numeric: np.ndarray,
+        rel_errors: np.ndarray,
+        tolerance: float,
+        names: Callable[[int], str | None],
+    ) -> None:
         self.coordinates = coordinates
         self.analytic, self.numeric, self.rel_errors = analytic, numeric, rel_errors
         worst = int(np.argmax(rel_errors))
@@ -35,30 +52,49 @@ class GradCheckResult:
         self.ok = self.max_rel_error <= tolerance
 
     @property
-    def message(self):
-        where = (f"at {self.worst_name}" if self.worst_name else
-                 f"at coordinate {self.worst_coordinate}")
+    def message(self) -> str:
+        where = (
+            f"at {self.worst_name}" if self.worst_name else f"at coordinate {self.worst_coordinate}"
+        )
         i = int(np.argmax(self.rel_errors))
-        detail = (f"max relative error {self.max_rel_error:.2e} {where} (gradient "
-                  f"{self.analytic[i]:.6g}, finite difference {self.numeric[i]:.6g}) over "
-                  f"{len(self.coordinates)} coordinates")
+        detail = (
+            f"max relative error {self.max_rel_error:.2e} {where} (gradient "
+            f"{self.analytic[i]:.6g}, finite difference {self.numeric[i]:.6g}) over "
+            f"{len(self.coordinates)} coordinates"
+        )
         if self.ok:
             return f"gradient check passed: {detail}"
-        return (f"gradient check FAILED: {detail}, tolerance {self.tolerance:g}: the gradient "
-                "is probably wrong")
+        return (
+            f"gradient check FAILED: {detail}, tolerance {self.tolerance:g}: the gradient "
+            "is probably wrong"
+        )
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<GradCheckResult {self.message}>"
 
-    def to_dict(self):
-        return {"ok": bool(self.ok), "max_rel_error": self.max_rel_error,
-                "worst_coordinate": self.worst_coordinate, "worst_name": self.worst_name,
-                "tolerance": self.tolerance, "coordinates": self.coordinates.tolist(),
-                "rel_errors": self.rel_errors.tolist()}
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": bool(self.ok),
+            "max_rel_error": self.max_rel_error,
+            "worst_coordinate": self.worst_coordinate,
+            "worst_name": self.worst_name,
+            "tolerance": self.tolerance,
+            "coordinates": self.coordinates.tolist(),
+            "rel_errors": self.rel_errors.tolist(),
+        }
 
 
-def check_grad(loss_grad, params, *, max_coordinates=50, coordinates=None, eps=None,
-               tolerance=None, batch=None, seed=0):
+def check_grad(
+    loss_grad: Callable[..., float],
+    params: FlatParams | np.ndarray | Any,
+    *,
+    max_coordinates: int = 50,
+    coordinates: npt.ArrayLike | None = None,
+    eps: float | None = None,
+    tolerance: float | None = None,
+    batch: Any = None,
+    seed: int = 0,
+) -> GradCheckResult:
     r"""Compare the gradient that ``loss_grad`` writes with central finite differences.
 
     For each checked coordinate :math:`i`, with step :math:`h = \epsilon^{1/3}
@@ -96,8 +132,11 @@ def check_grad(loss_grad, params, *, max_coordinates=50, coordinates=None, eps=N
     """
     problem = Problem(loss_grad, params)
     data, grad = problem.data, problem.grad
-    evaluate = (lambda: problem.loss_grad(problem.params, problem.grad)) if batch is None \
+    evaluate = (
+        (lambda: problem.loss_grad(problem.params, problem.grad))
+        if batch is None
         else (lambda: problem.loss_grad(problem.params, problem.grad, batch))
+    )
     try:
         problem.zero_grad()
         evaluate()
@@ -129,12 +168,12 @@ def check_grad(loss_grad, params, *, max_coordinates=50, coordinates=None, eps=N
         problem.restore()
     analytic = analytic_all[coordinates]
     floor = 1e-3 * max(float(np.max(np.abs(analytic_all))), 1e-300)
-    rel = np.abs(analytic - numeric) / np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)),
-                                                  floor)
+    rel = np.abs(analytic - numeric) / np.maximum(
+        np.maximum(np.abs(analytic), np.abs(numeric)), floor
+    )
     if tolerance is None:
         tolerance = DEFAULT_TOLERANCE[data.dtype]
-    return GradCheckResult(coordinates, analytic, numeric, rel, tolerance,
-                           _namer(problem.params))
+    return GradCheckResult(coordinates, analytic, numeric, rel, tolerance, _namer(problem.params))
 
 
 def _namer(params):
@@ -148,4 +187,5 @@ def _namer(params):
                 position = np.unravel_index(index - s.start, shape) if shape else ()
                 return f"{key}[{', '.join(str(int(p)) for p in position)}]"
         return None
+
     return name

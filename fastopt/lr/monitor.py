@@ -1,6 +1,14 @@
 """CostMonitor: watch the cost in your own training loop and say what a rise means."""
+
+from __future__ import annotations
+
 import math
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..schedules.plateau import ReduceOnPlateau
 
 
 class CostWarning(UserWarning):
@@ -17,21 +25,26 @@ class NonFiniteCostError(FloatingPointError):
 
 class CostEvent:
     """One finding: ``kind`` ("increase" or "nonfinite"), ``iteration``, ``previous``,
-    ``cost`` and a ``message``."""
+    ``cost`` and a ``message``.
+    """
 
-    def __init__(self, kind, iteration, previous, cost):
+    def __init__(self, kind: str, iteration: int, previous: float | None, cost: float) -> None:
         self.kind, self.iteration, self.previous, self.cost = kind, iteration, previous, cost
         if kind == "nonfinite":
-            self.message = (f"cost is {cost} at iteration {iteration}: the learning rate is far "
-                            "too large or the gradient is wrong; try lr/10, and a very small "
-                            "lr to check that the cost then decreases every iteration")
+            self.message = (
+                f"cost is {cost} at iteration {iteration}: the learning rate is far "
+                "too large or the gradient is wrong; try lr/10, and a very small "
+                "lr to check that the cost then decreases every iteration"
+            )
         else:
-            self.message = (f"cost went up at iteration {iteration} ({previous:.6g} -> "
-                            f"{cost:.6g}): the learning rate may be too large, or the gradient "
-                            "may be wrong; try lr/3, or a very small lr to check that the cost "
-                            "then decreases every iteration")
+            self.message = (
+                f"cost went up at iteration {iteration} ({previous:.6g} -> "
+                f"{cost:.6g}): the learning rate may be too large, or the gradient "
+                "may be wrong; try lr/3, or a very small lr to check that the cost "
+                "then decreases every iteration"
+            )
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<CostEvent {self.message}>"
 
 
@@ -63,12 +76,20 @@ class CostMonitor:
 
     ACTIONS = ("warn", "raise", "ignore")
 
-    def __init__(self, *, rtol=1e-6, atol=0.0, on_increase="warn", on_nonfinite="raise",
-                 plateau=None):
+    def __init__(
+        self,
+        *,
+        rtol: float = 1e-6,
+        atol: float = 0.0,
+        on_increase: str | Callable[[CostEvent], object] = "warn",
+        on_nonfinite: str | Callable[[CostEvent], object] = "raise",
+        plateau: ReduceOnPlateau | None = None,
+    ) -> None:
         for name, action in (("on_increase", on_increase), ("on_nonfinite", on_nonfinite)):
             if not callable(action) and action not in self.ACTIONS:
-                raise ValueError(f"Invalid {name}: {action!r} (expected 'warn', 'raise', "
-                                 "'ignore' or a callable)")
+                raise ValueError(
+                    f"Invalid {name}: {action!r} (expected 'warn', 'raise', 'ignore' or a callable)"
+                )
         if not (rtol >= 0 and atol >= 0):
             raise ValueError(f"Invalid tolerance: rtol={rtol}, atol={atol} (expected >= 0)")
         self.rtol, self.atol = float(rtol), float(atol)
@@ -76,24 +97,27 @@ class CostMonitor:
         self.costs, self.events = [], []
 
     @property
-    def increases(self):
+    def increases(self) -> list[int]:
         """Iterations at which the cost went up."""
         return [e.iteration for e in self.events if e.kind == "increase"]
 
-    def __call__(self, cost):
+    def __call__(self, cost: float) -> CostEvent | None:
         """Record the cost of the next iteration; returns a CostEvent or None."""
         cost = float(cost)
         iteration = len(self.costs)
         previous = self.costs[-1] if self.costs else None
         self.costs.append(cost)
         if self.plateau is not None:
-            self.plateau.step(cost)      # a NaN counts as a bad step, as in torch
+            self.plateau.step(cost)  # a NaN counts as a bad step, as in torch
         event = None
         if not math.isfinite(cost):
             event = CostEvent("nonfinite", iteration, previous, cost)
             action, error = self.on_nonfinite, NonFiniteCostError
-        elif previous is not None and math.isfinite(previous) and \
-                cost > previous + self.rtol * abs(previous) + self.atol:
+        elif (
+            previous is not None
+            and math.isfinite(previous)
+            and cost > previous + self.rtol * abs(previous) + self.atol
+        ):
             event = CostEvent("increase", iteration, previous, cost)
             action, error = self.on_increase, CostIncreaseError
         if event is None:
@@ -109,13 +133,15 @@ class CostMonitor:
 
     update = __call__
 
-    def summary(self):
+    def summary(self) -> str:
         n = len(self.costs) - 1
         if n < 1:
             return "no iterations recorded"
         ups = len(self.increases)
-        text = (f"{n} iterations, cost {self.costs[0]:.6g} -> {self.costs[-1]:.6g}, "
-                f"went up {ups} time{'s' * (ups != 1)}")
+        text = (
+            f"{n} iterations, cost {self.costs[0]:.6g} -> {self.costs[-1]:.6g}, "
+            f"went up {ups} time{'s' * (ups != 1)}"
+        )
         if any(e.kind == "nonfinite" for e in self.events):
             text += ", became non-finite"
         return text

@@ -1,11 +1,20 @@
 """The user's problem as the learning-rate tools see it: parameters, a gradient buffer,
-``loss_grad`` and optional batches, with a snapshot that is always restored."""
-import math
+``loss_grad`` and optional batches, with a snapshot that is always restored.
+"""
 
-import numpy as np
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..buffers import FlatParams
 from ..kernels import backend as backends
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..optim.base import Optimizer
 
 
 class Problem:
@@ -13,9 +22,15 @@ class Problem:
     gradient into ``grad``. For a FlatParams, ``params`` is the FlatParams and ``grad`` its
     flat gradient buffer (the ``grads`` views write into it); for an array, ``grad`` is an
     array of the same shape. On the GPU (a FlatParams with ``device="cuda"``, or a 1-D
-    device array) both are device arrays and the snapshot is kept on the device."""
+    device array) both are device arrays and the snapshot is kept on the device.
+    """
 
-    def __init__(self, loss_grad, params, batches=None):
+    def __init__(
+        self,
+        loss_grad: Callable[..., float],
+        params: FlatParams | np.ndarray | Any,
+        batches: Sequence[Any] | Callable[[], Iterable[Any]] | None = None,
+    ) -> None:
         if not callable(loss_grad):
             raise TypeError(f"loss_grad must be callable, got {type(loss_grad).__name__}")
         if isinstance(params, FlatParams):
@@ -24,42 +39,47 @@ class Problem:
         else:
             self.backend = backends.of(params)
             if self.backend is None:
-                raise TypeError("params must be a fastopt.FlatParams or a 1-D numpy or device "
-                                f"array, got {type(params).__name__}")
+                raise TypeError(
+                    "params must be a fastopt.FlatParams or a 1-D numpy or device "
+                    f"array, got {type(params).__name__}"
+                )
             self.data = self.backend.check_buffer("params", params)
             shape, dtype = self.backend.layout(params)[:2]
             if len(shape) != 1:
-                raise ValueError(f"params must be a 1-D array (or a FlatParams), got shape "
-                                 f"{tuple(shape)}")
+                raise ValueError(
+                    f"params must be a 1-D array (or a FlatParams), got shape {tuple(shape)}"
+                )
             self.params = params
             self.grad = self.backend.full(self.data.size, 0.0, dtype)
         self.loss_grad = loss_grad
         if batches is not None and not (callable(batches) or hasattr(batches, "__len__")):
-            raise TypeError("batches must be a sequence (used in the same order by every run) or "
-                            "a callable returning a fresh iterator; a one-shot iterator cannot be "
-                            "replayed for each learning rate")
+            raise TypeError(
+                "batches must be a sequence (used in the same order by every run) or "
+                "a callable returning a fresh iterator; a one-shot iterator cannot be "
+                "replayed for each learning rate"
+            )
         self.batches = batches
         self._saved = (self.backend.copy_of(self.data), self.backend.copy_of(self.grad))
 
-    def restore(self):
+    def restore(self) -> None:
         """Put the parameters (and a FlatParams' gradient buffer) back bit for bit."""
         self.backend.copy(self.data, self._saved[0])
         self.backend.copy(self.grad, self._saved[1])
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         self.backend.fill(self.grad, 0.0)
 
-    def host(self, array):
+    def host(self, array: np.ndarray | Any) -> np.ndarray:
         """``array`` as a host NumPy array (a copy when it lives on the GPU)."""
         return self.backend.to_host(array)
 
-    def batch_stream(self):
+    def batch_stream(self) -> Iterator[Any] | None:
         """A fresh iterator over the batches (None for full-batch problems)."""
         if self.batches is None:
             return None
         return iter(self.batches()) if callable(self.batches) else iter(self.batches)
 
-    def cost(self, stream):
+    def cost(self, stream: Iterator[Any] | None) -> float:
         """Evaluate ``loss_grad`` at the current parameters (on the next batch)."""
         self.zero_grad()
         if stream is None:
@@ -68,15 +88,21 @@ class Problem:
             try:
                 batch = next(stream)
             except StopIteration:
-                raise ValueError("batches ran out before the run ended: give at least "
-                                 "iterations + 1 batches") from None
+                raise ValueError(
+                    "batches ran out before the run ended: give at least iterations + 1 batches"
+                ) from None
             value = self.loss_grad(self.params, self.grad, batch)
         try:
             return float(value)
         except (TypeError, ValueError):
             raise TypeError(f"loss_grad must return the cost as a number, got {value!r}") from None
 
-    def make_step(self, optimizer, lr, options):
+    def make_step(
+        self,
+        optimizer: Callable[..., Optimizer],
+        lr: float | Callable[[int], float],
+        options: Mapping[str, Any],
+    ) -> Callable[[], bool]:
         """A fresh optimizer's step on these parameters and this gradient buffer."""
         opt = optimizer(self.params, lr=lr, **options)
         if isinstance(self.params, FlatParams):
@@ -85,9 +111,10 @@ class Problem:
         return lambda: opt.step(grad)
 
 
-def diverged(cost, start, factor):
+def diverged(cost: float, start: float, factor: float) -> bool:
     """Non-finite, or above ``factor`` times the start (for a start <= 0: start plus
-    (factor - 1) times its magnitude)."""
+    (factor - 1) times its magnitude).
+    """
     if not math.isfinite(cost):
         return True
     return cost > start + (factor - 1.0) * abs(start)

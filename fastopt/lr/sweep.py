@@ -4,23 +4,49 @@
 iterations, plot the cost against the iteration, and pick the alpha that decreases the cost
 rapidly but also consistently." Data first (:class:`SweepResult`), plot second.
 """
+
+from __future__ import annotations
+
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from os import PathLike
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._plotting import finish, pyplot
+from ..optim import SGD
+from .gradcheck import check_grad
 from .problem import Problem, diverged
 from .progress import Progress
-from .gradcheck import check_grad
-from ..optim import SGD
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    from matplotlib.axes import Axes
+
+    from ..buffers import FlatParams
+    from ..optim.base import Optimizer
+    from .gradcheck import GradCheckResult
 
 DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 VERDICTS = ("good", "slow", "oscillating", "diverged")
 
 
-def sweep(loss_grad, params, *, optimizer=SGD, lrs=None, iterations=50, batches=None,
-          diverge_factor=4.0, max_increase_share=0.1, min_decrease=0.01, increase_rtol=1e-6,
-          progress=None, **optimizer_kwargs):
+def sweep(
+    loss_grad: Callable[..., float],
+    params: FlatParams | np.ndarray | Any,
+    *,
+    optimizer: Callable[..., Optimizer] = SGD,
+    lrs: npt.ArrayLike | None = None,
+    iterations: int = 50,
+    batches: Sequence[Any] | Callable[[], Iterable[Any]] | None = None,
+    diverge_factor: float = 4.0,
+    max_increase_share: float = 0.1,
+    min_decrease: float = 0.01,
+    increase_rtol: float = 1e-6,
+    progress: bool | None = None,
+    **optimizer_kwargs: Any,
+) -> SweepResult:
     """Run ``optimizer`` for ``iterations`` updates at each learning rate and pick one.
 
     Every run starts from the same snapshot of ``params``; when the sweep ends (also when a
@@ -76,20 +102,27 @@ def sweep(loss_grad, params, *, optimizer=SGD, lrs=None, iterations=50, batches=
     * ``"good"``: it decreased consistently and substantially.
 
     The pick: among "good" runs, the lowest final cost (the fastest decrease over the same
-    number of updates; the larger rate on a tie); if there is none, the lowest final cost among "slow" runs. A
-    diverged or oscillating run is never picked. When even the smallest rate failed to
-    decrease the cost, :func:`fastopt.check_grad` is run once and its finding is part of
-    the reason: "with a small enough alpha, the cost should decrease on every iteration".
+    number of updates; the larger rate on a tie); if there is none, the lowest final cost
+    among "slow" runs. A diverged or oscillating run is never picked. When even the
+    smallest rate failed to decrease the cost, :func:`fastopt.check_grad` is run once and
+    its finding is part of the reason: "with a small enough alpha, the cost should
+    decrease on every iteration".
     """
     lrs = np.array(DEFAULT_LRS if lrs is None else lrs, dtype=np.float64)
     if lrs.ndim != 1 or lrs.size == 0 or not np.all(np.isfinite(lrs)) or np.any(lrs < 0):
         raise ValueError(f"Invalid lrs: {lrs.tolist()} (expected finite rates >= 0)")
-    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) \
-            or iterations < 1:
+    if (
+        isinstance(iterations, bool)
+        or not isinstance(iterations, (int, np.integer))
+        or iterations < 1
+    ):
         raise ValueError(f"Invalid iterations: {iterations!r} (expected an integer >= 1)")
-    rules = {"diverge_factor": float(diverge_factor), "max_increase_share":
-             float(max_increase_share), "min_decrease": float(min_decrease),
-             "increase_rtol": float(increase_rtol)}
+    rules = {
+        "diverge_factor": float(diverge_factor),
+        "max_increase_share": float(max_increase_share),
+        "min_decrease": float(min_decrease),
+        "increase_rtol": float(increase_rtol),
+    }
     if not rules["diverge_factor"] > 1:
         raise ValueError(f"Invalid diverge_factor: {diverge_factor} (expected > 1)")
     problem = Problem(loss_grad, params, batches)
@@ -106,7 +139,7 @@ def sweep(loss_grad, params, *, optimizer=SGD, lrs=None, iterations=50, batches=
                 step()
                 costs[row, k] = cost = problem.cost(stream)
                 if diverged(cost, start, rules["diverge_factor"]):
-                    costs[row, k + 1:] = np.nan
+                    costs[row, k + 1 :] = np.nan
                     bar.advance(iterations - k + 1, f"lr={lr:g} diverged")
                     break
                 bar.advance(1, f"lr={lr:g}")
@@ -124,8 +157,14 @@ def sweep(loss_grad, params, *, optimizer=SGD, lrs=None, iterations=50, batches=
     return SweepResult(lrs, costs, verdicts, rules, optimizer, optimizer_kwargs, grad_check)
 
 
-def classify(costs, *, diverge_factor=4.0, max_increase_share=0.1, min_decrease=0.01,
-             increase_rtol=1e-6):
+def classify(
+    costs: npt.ArrayLike,
+    *,
+    diverge_factor: float = 4.0,
+    max_increase_share: float = 0.1,
+    min_decrease: float = 0.01,
+    increase_rtol: float = 1e-6,
+) -> str:
     """The verdict for one run's costs (NaN after a divergence stop); see :func:`sweep`."""
     costs = np.asarray(costs, dtype=np.float64)
     start = costs[0]
@@ -161,7 +200,16 @@ class SweepResult:
         Set when the smallest rate failed to decrease the cost.
     """
 
-    def __init__(self, lrs, costs, verdicts, rules, optimizer, options, grad_check):
+    def __init__(
+        self,
+        lrs: np.ndarray,
+        costs: np.ndarray,
+        verdicts: list[str],
+        rules: dict[str, float],
+        optimizer: Callable[..., Optimizer],
+        options: Mapping[str, Any],
+        grad_check: GradCheckResult | None,
+    ) -> None:
         self.lrs, self.costs, self.verdicts = lrs, costs, verdicts
         self.rules, self.grad_check = rules, grad_check
         self.optimizer = getattr(optimizer, "__name__", repr(optimizer))
@@ -184,73 +232,103 @@ class SweepResult:
 
     def _reason(self):
         count = {v: self.verdicts.count(v) for v in VERDICTS}
-        bad = [f"{self.lrs[i]:g}" for i, v in enumerate(self.verdicts)
-               if v in ("diverged", "oscillating")]
-        bad_text = f"; cost went up with lr {', '.join(bad)} (diverged or oscillating)" if bad else ""
+        bad = [
+            f"{self.lrs[i]:g}"
+            for i, v in enumerate(self.verdicts)
+            if v in ("diverged", "oscillating")
+        ]
+        bad_text = (
+            f"; cost went up with lr {', '.join(bad)} (diverged or oscillating)" if bad else ""
+        )
         if self.best_index is None:
-            text = ("no run decreased the cost consistently" + bad_text +
-                    ". With a small enough learning rate the cost should decrease on every "
-                    "iteration: try smaller rates; if it still does not, the gradient is "
-                    "probably wrong.")
+            text = (
+                "no run decreased the cost consistently"
+                + bad_text
+                + ". With a small enough learning rate the cost should decrease on every "
+                "iteration: try smaller rates; if it still does not, the gradient is "
+                "probably wrong."
+            )
         else:
             i = self.best_index
             start, final = self.costs[i, 0], self._final(i)
-            kind = "decreased consistently" if self.verdicts[i] == "good" else \
-                "decreased consistently but slowly (every run is slow: try larger rates or more iterations)"
-            text = (f"lr={self.lrs[i]:g}: lowest cost after {self.iterations} updates "
-                    f"({start:.6g} -> {final:.6g}) among the {count['good'] or count['slow']} "
-                    f"runs that {kind}" + bad_text)
+            kind = (
+                "decreased consistently"
+                if self.verdicts[i] == "good"
+                else "decreased consistently but slowly (every run is slow: try larger rates "
+                "or more iterations)"
+            )
+            text = (
+                f"lr={self.lrs[i]:g}: lowest cost after {self.iterations} updates "
+                f"({start:.6g} -> {final:.6g}) among the {count['good'] or count['slow']} "
+                f"runs that {kind}" + bad_text
+            )
             if self.lrs[i] == self.lrs.max() and len(self.lrs) > 1:
                 text += "; it is the largest rate tried: larger ones may be faster still"
             elif self.lrs[i] == self.lrs.min() and len(self.lrs) > 1:
                 text += "; it is the smallest rate tried: smaller ones may be better"
             text += "."
         if self.grad_check is not None:
-            text += (f" Even the smallest rate ({self.lrs.min():g}) failed to decrease the "
-                     f"cost, so the gradient was checked: {self.grad_check.message}.")
+            text += (
+                f" Even the smallest rate ({self.lrs.min():g}) failed to decrease the "
+                f"cost, so the gradient was checked: {self.grad_check.message}."
+            )
         return text
 
-    def table(self):
+    def table(self) -> str:
         """The runs as a text table, the pick marked with ``*``."""
         options = f" {self.options}" if self.options else ""
-        lines = [f"sweep: {self.optimizer}{options}, {self.iterations} updates per run",
-                 f"  {'lr':>10s} {'start':>12s} {'final':>12s} {'change':>8s} "
-                 f"{'increases':>10s}  verdict"]
+        lines = [
+            f"sweep: {self.optimizer}{options}, {self.iterations} updates per run",
+            f"  {'lr':>10s} {'start':>12s} {'final':>12s} {'change':>8s} "
+            f"{'increases':>10s}  verdict",
+        ]
         for i, lr in enumerate(self.lrs):
             row = self.costs[i]
             finite = row[np.isfinite(row)]
             stopped = finite.size < row.size
             final = f"{finite[-1]:12.6g}" if not stopped else f"{'stopped':>12s}"
-            change = (f"{(finite[-1] - row[0]) / abs(row[0]) * 100:+7.1f}%"
-                      if not stopped and row[0] != 0 else f"{'-':>8s}")
+            change = (
+                f"{(finite[-1] - row[0]) / abs(row[0]) * 100:+7.1f}%"
+                if not stopped and row[0] != 0
+                else f"{'-':>8s}"
+            )
             ups = int(np.sum(np.diff(finite) > self.rules["increase_rtol"] * np.abs(finite[:-1])))
             note = f" (at update {finite.size - 1})" if stopped else ""
             mark = "*" if i == self.best_index else " "
-            lines.append(f"{mark} {lr:10.4g} {row[0]:12.6g} {final} {change} "
-                         f"{ups:>4d}/{finite.size - 1:<5d}  {self.verdicts[i]}{note}")
+            lines.append(
+                f"{mark} {lr:10.4g} {row[0]:12.6g} {final} {change} "
+                f"{ups:>4d}/{finite.size - 1:<5d}  {self.verdicts[i]}{note}"
+            )
         lines.append(f"pick: {self.reason}")
         return "\n".join(lines)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<SweepResult best_lr={self.best_lr} verdicts={self.verdicts}>"
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """Everything as JSON-serialisable data (NaN costs become None)."""
         return {
             "optimizer": self.optimizer,
-            "options": {k: v if isinstance(v, (int, float, str, bool, list, tuple, type(None)))
-                        else repr(v) for k, v in self.options.items()},
-            "iterations": self.iterations, "rules": dict(self.rules),
+            "options": {
+                k: v if isinstance(v, (int, float, str, bool, list, tuple, type(None))) else repr(v)
+                for k, v in self.options.items()
+            },
+            "iterations": self.iterations,
+            "rules": dict(self.rules),
             "lrs": self.lrs.tolist(),
-            "costs": [[None if not math.isfinite(c) else float(c) for c in row]
-                      for row in self.costs],
-            "verdicts": list(self.verdicts), "best_lr": self.best_lr, "reason": self.reason,
+            "costs": [
+                [None if not math.isfinite(c) else float(c) for c in row] for row in self.costs
+            ],
+            "verdicts": list(self.verdicts),
+            "best_lr": self.best_lr,
+            "reason": self.reason,
             "grad_check": None if self.grad_check is None else self.grad_check.to_dict(),
         }
 
-    def plot(self, path=None, *, ax=None):
+    def plot(self, path: str | PathLike[str] | None = None, *, ax: Axes | None = None) -> Axes:
         """Cost against update number, one line per rate; the pick drawn thick, diverged
-        runs dashed and ended with an x. Log y-axis when the costs span more than 10x."""
+        runs dashed and ended with an x. Log y-axis when the costs span more than 10x.
+        """
         plt = pyplot(headless=ax is None and path is not None)
         if ax is None:
             _, ax = plt.subplots(figsize=(7, 4.5))
@@ -259,8 +337,7 @@ class SweepResult:
             row = self.costs[i]
             k = np.flatnonzero(np.isfinite(row))
             verdict = self.verdicts[i]
-            style = {"color": colors[i], "lw": 1.2,
-                     "label": f"lr={lr:g} ({verdict})"}
+            style = {"color": colors[i], "lw": 1.2, "label": f"lr={lr:g} ({verdict})"}
             if i == self.best_index:
                 style.update(lw=3.0, label=f"lr={lr:g} (chosen)", zorder=5)
             if verdict == "diverged":

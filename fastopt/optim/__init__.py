@@ -1,4 +1,5 @@
 """Optimizer classes: validation, state and host scalars; the math lives in fastopt.kernels."""
+
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .base import Optimizer

@@ -1,7 +1,14 @@
 """Adagrad: per-parameter learning rates from the sum of squared gradients."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 from .._validation import check_nonnegative
 from ..kernels import adagrad
 from .base import Optimizer
+from .params import LearningRate, Params
 
 
 class Adagrad(Optimizer):
@@ -44,23 +51,48 @@ class Adagrad(Optimizer):
 
     algorithm = adagrad.ALGORITHM
 
-    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
-                 initial_accumulator_value=0, eps=1e-10, *, maximize=False, param_groups=None,
-                 max_grad_norm=None, skip_nonfinite=False, device="auto"):
+    def __init__(
+        self,
+        params: Params,
+        lr: LearningRate = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        *,
+        maximize: bool = False,
+        param_groups: Sequence[dict[str, Any]] | None = None,
+        max_grad_norm: float | None = None,
+        skip_nonfinite: bool = False,
+        device: str = "auto",
+    ) -> None:
         self.lr_decay = check_nonnegative("lr_decay value", lr_decay)
         self.initial_accumulator_value = check_nonnegative(
-            "initial_accumulator_value value", initial_accumulator_value)
+            "initial_accumulator_value value", initial_accumulator_value
+        )
         self.eps = check_nonnegative("epsilon value", eps)
-        self.defaults = {"lr_decay": self.lr_decay, "weight_decay": weight_decay,
-                         "initial_accumulator_value": self.initial_accumulator_value,
-                         "eps": self.eps, "maximize": maximize}
-        super().__init__(params, lr=lr, weight_decay=weight_decay, maximize=maximize,
-                         param_groups=param_groups, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite, device=device)
+        self.defaults = {
+            "lr_decay": self.lr_decay,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": self.initial_accumulator_value,
+            "eps": self.eps,
+            "maximize": maximize,
+        }
+        super().__init__(
+            params,
+            lr=lr,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            param_groups=param_groups,
+            max_grad_norm=max_grad_norm,
+            skip_nonfinite=skip_nonfinite,
+            device=device,
+        )
 
     def _state_fill(self):
         return {"sum": self.initial_accumulator_value}
 
     def _scalars(self, lr, weight_decay, step):
-        return adagrad.host_scalars(lr=lr, lr_decay=self.lr_decay, weight_decay=weight_decay,
-                                    eps=self.eps, step=step)
+        return adagrad.host_scalars(
+            lr=lr, lr_decay=self.lr_decay, weight_decay=weight_decay, eps=self.eps, step=step
+        )

@@ -1,7 +1,14 @@
 """Adam and AdamW: bias-corrected moment estimates, with optional AMSGrad."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 from .._validation import check_betas, check_flag, check_nonnegative
 from ..kernels import adam
 from .base import Optimizer
+from .params import LearningRate, Params
 
 
 class Adam(Optimizer):
@@ -70,21 +77,44 @@ class Adam(Optimizer):
 
     algorithm = adam.ALGORITHM
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False,
-                 param_groups=None, max_grad_norm=None, skip_nonfinite=False,
-                 device="auto"):
+    def __init__(
+        self,
+        params: Params,
+        lr: LearningRate = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        param_groups: Sequence[dict[str, Any]] | None = None,
+        max_grad_norm: float | None = None,
+        skip_nonfinite: bool = False,
+        device: str = "auto",
+    ) -> None:
         self.betas = check_betas(betas)
         self.eps = check_nonnegative("epsilon value", eps)
         self.amsgrad = check_flag("amsgrad", amsgrad)
-        self.decoupled_weight_decay = check_flag("decoupled_weight_decay",
-                                                 decoupled_weight_decay)
-        self.defaults = {"betas": self.betas, "eps": self.eps, "weight_decay": weight_decay,
-                         "amsgrad": self.amsgrad, "maximize": maximize,
-                         "decoupled_weight_decay": self.decoupled_weight_decay}
-        super().__init__(params, lr=lr, weight_decay=weight_decay, maximize=maximize,
-                         param_groups=param_groups, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite, device=device)
+        self.decoupled_weight_decay = check_flag("decoupled_weight_decay", decoupled_weight_decay)
+        self.defaults = {
+            "betas": self.betas,
+            "eps": self.eps,
+            "weight_decay": weight_decay,
+            "amsgrad": self.amsgrad,
+            "maximize": maximize,
+            "decoupled_weight_decay": self.decoupled_weight_decay,
+        }
+        super().__init__(
+            params,
+            lr=lr,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            param_groups=param_groups,
+            max_grad_norm=max_grad_norm,
+            skip_nonfinite=skip_nonfinite,
+            device=device,
+        )
 
     def _state_fill(self):
         fill = {"exp_avg": 0.0, "exp_avg_sq": 0.0}
@@ -93,10 +123,15 @@ class Adam(Optimizer):
         return fill
 
     def _scalars(self, lr, weight_decay, step):
-        return adam.host_scalars(lr=lr, betas=self.betas, eps=self.eps,
-                                 weight_decay=weight_decay,
-                                 decoupled_weight_decay=self.decoupled_weight_decay,
-                                 amsgrad=self.amsgrad, step=step)
+        return adam.host_scalars(
+            lr=lr,
+            betas=self.betas,
+            eps=self.eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=self.decoupled_weight_decay,
+            amsgrad=self.amsgrad,
+            step=step,
+        )
 
 
 class AdamW(Adam):
@@ -106,10 +141,32 @@ class AdamW(Adam):
     default ``weight_decay=1e-2``. See :class:`fastopt.Adam` for the update rule.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, param_groups=None, max_grad_norm=None,
-                 skip_nonfinite=False, device="auto"):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True,
-                         param_groups=param_groups, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite, device=device)
+    def __init__(
+        self,
+        params: Params,
+        lr: LearningRate = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        param_groups: Sequence[dict[str, Any]] | None = None,
+        max_grad_norm: float | None = None,
+        skip_nonfinite: bool = False,
+        device: str = "auto",
+    ) -> None:
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=True,
+            param_groups=param_groups,
+            max_grad_norm=max_grad_norm,
+            skip_nonfinite=skip_nonfinite,
+            device=device,
+        )

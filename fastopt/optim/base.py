@@ -4,15 +4,20 @@ Parameter groups live in :mod:`.groups`, checkpoints in :mod:`.checkpoint`; each
 algorithm's numerics in its module under :mod:`fastopt.kernels`. The step path holds a
 backend (:mod:`fastopt.kernels.backend`) and never asks which one it is.
 """
-import math
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from .._validation import check_flag, check_lr, check_nonnegative, check_number
 from ..buffers import FlatParams
-from ..kernels import backend as backends
 from ..kernels._algorithm import Algorithm
-from . import checkpoint
-from .groups import hyperparameters, resolve_groups, shard_groups
+from . import checkpoint, sharding
+from .groups import hyperparameters, resolve_groups
+from .params import LearningRate, Params, resolve_params
 from .step import StepPlan, read_norm
 
 
@@ -24,8 +29,8 @@ class Optimizer:
     ``_scalars(lr, weight_decay, step)`` (the algorithm's host scalars for one group).
 
     Wrappers that reduce gradients themselves (:class:`fastopt.distributed.DataParallel`)
-    use :meth:`gradient`, :meth:`scaled_step`, :meth:`grad_norm_info`, :meth:`shard` and
-    :meth:`release_state`.
+    use :meth:`gradient`, :meth:`step` (``grad_factor``, ``grad_norm_info``),
+    :meth:`grad_norm_info`, :meth:`shard` and :meth:`release_state`.
     """
 
     algorithm: Algorithm
@@ -33,18 +38,32 @@ class Optimizer:
     _released = False
     _last_norm = None
 
-    def __init__(self, params, *, lr, weight_decay, maximize, param_groups=None,
-                 max_grad_norm=None, skip_nonfinite=False, device="auto"):
-        self._params, self.param, self.backend = _resolve_params(params, device)
+    def __init__(
+        self,
+        params: Params,
+        *,
+        lr: LearningRate,
+        weight_decay: float,
+        maximize: bool,
+        param_groups=None,
+        max_grad_norm: float | None = None,
+        skip_nonfinite: bool = False,
+        device: str = "auto",
+    ) -> None:
+        self._params, self.param, self.backend = resolve_params(params, device)
         self.dtype = np.dtype(self.param.dtype)
         self.maximize = check_flag("maximize", maximize)
         self.skip_nonfinite = check_flag("skip_nonfinite", skip_nonfinite)
         if max_grad_norm is not None:
-            max_grad_norm = check_number("max_grad_norm", max_grad_norm, "0 < max_grad_norm",
-                                         lambda v: v > 0)
+            max_grad_norm = check_number(
+                "max_grad_norm", max_grad_norm, "0 < max_grad_norm", lambda v: v > 0
+            )
         self.max_grad_norm = max_grad_norm
-        default = {"lr": check_lr(lr), "lr_scale": 1.0,
-                   "weight_decay": check_nonnegative("weight_decay value", weight_decay)}
+        default = {
+            "lr": check_lr(lr),
+            "lr_scale": 1.0,
+            "weight_decay": check_nonnegative("weight_decay value", weight_decay),
+        }
         self.param_groups = resolve_groups(self._params, self.param.size, default, param_groups)
         self.state = {"step": 0}
         for name, fill in self._state_fill().items():
@@ -62,34 +81,38 @@ class Optimizer:
 
     def _build(self):
         """Precompute every per-group view so that a step creates no arrays."""
-        shape = ((self.param.size,) if isinstance(self._params, FlatParams)
-                 else tuple(self.backend.layout(self._params)[0]))
-        self._plan = StepPlan(self.backend, self.algorithm, self.param, shape,
-                              self.grad_buffer, self.state, self.param_groups)
+        self._plan = StepPlan(self.backend, self.algorithm, self._params, self.param,
+                              self.state, self.param_groups)  # fmt: skip
 
     # -- what the optimizer was built on ------------------------------------------------
     @property
-    def params(self):
+    def params(self) -> Params:
         """The FlatParams or array this optimizer updates, as it was given."""
         return self._params
 
     @property
-    def grad_buffer(self):
+    def grad_buffer(self) -> Any:
         """The FlatParams' flat gradient buffer, or None for an optimizer on a plain array."""
         return self._params.grad if isinstance(self._params, FlatParams) else None
 
     @property
-    def device(self):
+    def device(self) -> str:
         """Where the buffers live: "cpu" or "cuda"."""
         return self.backend.name
 
     @property
-    def step_count(self):
+    def step_count(self) -> int:
         """Number of updates applied so far (skipped steps do not count)."""
         return self.state["step"]
 
     # -- the step ----------------------------------------------------------------------
-    def step(self, grad=None):
+    def step(
+        self,
+        grad: Any = None,
+        *,
+        grad_factor: float = 1.0,
+        grad_norm_info: tuple[float, bool] | None = None,
+    ) -> bool:
         """Apply one update in place.
 
         Parameters
@@ -98,6 +121,15 @@ class Optimizer:
             The gradient, with the shape and dtype of the parameters. Required when the
             optimizer was built on a plain array; by default a FlatParams' gradient
             buffer is used.
+        grad_factor : float, default 1
+            For wrappers that reduce gradients themselves: the factor the gradient still
+            has to be multiplied by (``1/K`` for a sum over K data-parallel ranks). It is
+            folded into the kernel's gradient scale (no extra pass over the gradient);
+            clipping and :attr:`last_grad_norm` see the scaled gradient.
+        grad_norm_info : (float, bool), optional
+            ``(sum of squares, any non-finite value)`` of the unscaled gradient, when it
+            was reduced elsewhere (an optimizer that sees one shard of the gradient). By
+            default it is computed here when clipping or skipping needs it.
 
         Returns
         -------
@@ -106,74 +138,86 @@ class Optimizer:
             because the gradient had a NaN or infinite value (params and state are
             then untouched, and ``skipped_steps`` grows by one).
         """
-        return self.scaled_step(grad, 1.0)
-
-    def scaled_step(self, grad=None, grad_factor=1.0, grad_norm_info=None):
-        """:meth:`step` for a gradient still to be multiplied by ``grad_factor``.
-
-        For wrappers that reduce gradients themselves: a data-parallel step passes the sum
-        over K ranks and ``grad_factor = 1/K``. The factor is folded into the kernel's
-        gradient scale (no extra pass over the gradient), and clipping and
-        :attr:`last_grad_norm` see the scaled gradient. ``grad_norm_info`` is
-        ``(sum of squares, any non-finite value)`` of the unscaled gradient when it was
-        reduced elsewhere (an optimizer that sees one shard of it); by default it is
-        computed here when clipping or skipping needs it.
-        """
         if self._released:
-            raise RuntimeError("this optimizer's state was sharded by DataParallel(zero=True): "
-                               "step the DataParallel instead")
+            raise RuntimeError(
+                "this optimizer's state was sharded by DataParallel(zero=True): "
+                "step the DataParallel instead"
+            )
         plan = self._plan
-        flat_grad, group_grads = plan.grads(grad)
+        if grad is None and plan.grad_buffer is not None:
+            flat_grad, group_grads = plan.grad_buffer, plan.buffer_grads
+        else:
+            flat_grad, group_grads = plan.grads(grad)
         t = self.state["step"]
-        hyper = [hyperparameters(group, t) for group in self.param_groups]
+        groups = self.param_groups
+        hyper = (
+            [hyperparameters(groups[0], t)]
+            if len(groups) == 1  # no comprehension frame
+            else [hyperparameters(group, t) for group in groups]
+        )
         scale = -grad_factor if self.maximize else grad_factor
-        kernel_scale, norm = plan.kernel_scale(flat_grad, scale, grad_factor,
-                                               self.max_grad_norm, self.skip_nonfinite,
-                                               grad_norm_info)
-        if norm is not None:
-            self._last_norm = norm
-        if kernel_scale is None:
-            self.skipped_steps += 1
-            self.last_step_skipped = True
-            return False
+        if self.max_grad_norm is None and not self.skip_nonfinite:
+            kernel_scale = plan.grad_scale(scale)
+        else:
+            kernel_scale, self._last_norm = plan.kernel_scale(
+                flat_grad,
+                scale,
+                grad_factor,
+                self.max_grad_norm,
+                self.skip_nonfinite,
+                grad_norm_info,
+            )
+            if kernel_scale is None:
+                self.skipped_steps += 1
+                self.last_step_skipped = True
+                return False
         step = t + 1
-        plan.run(group_grads, kernel_scale, [self._scalars(lr, wd, step) for lr, wd in hyper])
+        scalars = self._scalars
+        for (kernel, param, _, state), group_grad, (lr, wd) in zip(
+            plan.segments, group_grads, hyper
+        ):
+            kernel(param, group_grad, *state, kernel_scale, *scalars(lr, wd, step))
         self.state["step"] = step
         self.last_step_skipped = False
         self.last_lr = hyper[0][0] if len(hyper) == 1 else [lr for lr, _ in hyper]
         return True
 
-    def gradient(self, grad=None):
+    def gradient(self, grad: Any = None) -> Any:
         """The flat gradient a step would use: the FlatParams' buffer for None, else
-        ``grad`` after the shape and dtype checks, as a flat view."""
+        ``grad`` after the shape and dtype checks, as a flat view.
+        """
         return self._plan.grads(grad)[0]
 
-    def needs_grad_norm(self):
+    def needs_grad_norm(self) -> bool:
         """Whether a step needs the gradient's norm or finiteness (clipping or skipping)."""
         return self.max_grad_norm is not None or self.skip_nonfinite
 
     @property
-    def last_grad_norm(self):
+    def last_grad_norm(self) -> float | None:
         """The gradient's global norm at the last step (after the ``grad_factor`` of a
         data-parallel step), or None; computed only when clipping or skipping. On the GPU it
-        stays on the device until read here."""
+        stays on the device until read here.
+        """
         self._last_norm = read_norm(self._last_norm)
         return self._last_norm
 
-    def grad_norm_info(self, grad):
+    def grad_norm_info(self, grad: Any) -> tuple[float, bool]:
         """``(sum of squares, any non-finite value)`` of a flat gradient (say, one shard of
-        a gradient whose norm a wrapper reduces across processes)."""
+        a gradient whose norm a wrapper reduces across processes).
+        """
         return self._plan.grad_norm_info(grad)
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Zero the FlatParams gradient buffer."""
         if self.grad_buffer is None:
-            raise RuntimeError("this optimizer updates a plain array and has no gradient "
-                               "buffer: zero the gradient array you pass to step()")
+            raise RuntimeError(
+                "this optimizer updates a plain array and has no gradient "
+                "buffer: zero the gradient array you pass to step()"
+            )
         self._params.zero_grad()
 
     # -- checkpoints ---------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The optimizer state as plain arrays and numbers (``np.savez(f, **sd)`` works).
 
         Keys: ``algorithm``, ``dtype``, ``size``, ``step``, ``skipped_steps``,
@@ -182,12 +226,14 @@ class Optimizer:
         stored: they come from the constructor.
         """
         if self._released:
-            raise RuntimeError("this optimizer's state was sharded by DataParallel(zero=True) "
-                               "and it holds none: call DataParallel.state_dict() (on every "
-                               "rank)")
+            raise RuntimeError(
+                "this optimizer's state was sharded by DataParallel(zero=True) "
+                "and it holds none: call DataParallel.state_dict() (on every "
+                "rank)"
+            )
         return checkpoint.state_dict(self)
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a state saved by :meth:`state_dict` (also as loaded back by ``np.load``).
 
         Everything is checked before anything is copied: a state_dict from another
@@ -203,26 +249,18 @@ class Optimizer:
         self.skipped_steps = skipped
 
     # -- sharding ------------------------------------------------------------------------
-    def shard(self, start, stop):
+    def shard(self, start: int, stop: int) -> Optimizer:
         """The same optimizer over ``param[start:stop]`` only: a view of these parameters,
         a copy of that share of the state, and the share of each parameter group
         (``group_sources[i]`` is the index of the group the shard's group ``i`` came from).
-        It steps with a gradient of ``stop - start`` elements."""
-        if not self.backend.pickles_buffers:
-            raise NotImplementedError("sharding (DataParallel(zero=True)) works on host "
-                                      "buffers only; this optimizer is on the GPU")
-        twin = object.__new__(type(self))
-        twin.__dict__.update(self.__getstate__())
-        twin._params = twin.param = self.param[start:stop]
-        twin.param_groups, twin.group_sources = shard_groups(self.param_groups, start, stop)
-        twin.state = {name: value if name == "step" else value[start:stop].copy()
-                      for name, value in self.state.items()}
-        twin._build()
-        return twin
+        It steps with a gradient of ``stop - start`` elements.
+        """
+        return sharding.shard(self, start, stop)
 
-    def release_state(self):
+    def release_state(self) -> None:
         """Drop the full-size state buffers (a wrapper keeps sharded copies); the optimizer
-        keeps its parameter groups, but :meth:`step` and :meth:`state_dict` raise."""
+        keeps its parameter groups, but :meth:`step` and :meth:`state_dict` raise.
+        """
         self.state = {"step": self.state["step"]}
         self._released = True
         self._build()
@@ -230,8 +268,10 @@ class Optimizer:
     # -- copies ------------------------------------------------------------------------
     def __getstate__(self):
         if not self.backend.pickles_buffers:
-            raise TypeError("an optimizer on the GPU cannot be pickled or deep-copied: save "
-                            "state_dict() (host arrays) and load_state_dict() it into a new one")
+            raise TypeError(
+                "an optimizer on the GPU cannot be pickled or deep-copied: save "
+                "state_dict() (host arrays) and load_state_dict() it into a new one"
+            )
         state = dict(self.__dict__)
         state.pop("_plan", None)
         state.pop("param", None)
@@ -248,20 +288,9 @@ class Optimizer:
     def __repr__(self):
         options = ", ".join(f"{k}={v!r}" for k, v in self._options().items())
         where = "" if self.device == "cpu" else f", device={self.device!r}"
-        return (f"{type(self).__name__}(size={self.param.size}, dtype={self.dtype}{where}, "
-                f"{options})")
+        return (
+            f"{type(self).__name__}(size={self.param.size}, dtype={self.dtype}{where}, {options})"
+        )
 
     def _options(self):
         return {"lr": self.param_groups[0]["lr"], **self.defaults}
-
-
-def _resolve_params(params, device):
-    """``(params, flat parameter view, backend)`` after the placement and layout checks."""
-    if isinstance(params, FlatParams):
-        return params, params.data, backends.resolve(device, params.device)
-    if not isinstance(params, np.ndarray) and not backends.is_device_array(params):
-        raise TypeError("params argument given to the optimizer should be a fastopt.FlatParams, "
-                        "a numpy.ndarray or a device array (numba.cuda, CuPy, a torch CUDA "
-                        f"tensor), but got {type(params).__name__}")
-    backend = backends.resolve(device, backends.located(params))
-    return params, backend.check_buffer("params", params), backend

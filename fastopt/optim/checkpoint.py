@@ -1,4 +1,5 @@
 """Checkpoints: an optimizer's state as plain arrays and numbers, and its checked restore."""
+
 import numpy as np
 
 FIXED_KEYS = ("algorithm", "dtype", "size", "step", "skipped_steps", "group_bounds")
@@ -10,10 +11,14 @@ def group_bounds(groups):
 
 def state_dict(optimizer):
     """See :meth:`fastopt.Optimizer.state_dict`."""
-    sd = {"algorithm": type(optimizer).__name__, "dtype": str(optimizer.dtype),
-          "size": optimizer.param.size, "step": optimizer.state["step"],
-          "skipped_steps": optimizer.skipped_steps,
-          "group_bounds": np.array(group_bounds(optimizer.param_groups), np.int64)}
+    sd = {
+        "algorithm": type(optimizer).__name__,
+        "dtype": str(optimizer.dtype),
+        "size": optimizer.param.size,
+        "step": optimizer.state["step"],
+        "skipped_steps": optimizer.skipped_steps,
+        "group_bounds": np.array(group_bounds(optimizer.param_groups), np.int64),
+    }
     for name, value in optimizer.state.items():
         if name != "step":
             sd[name] = optimizer.backend.to_host(value)
@@ -22,41 +27,50 @@ def state_dict(optimizer):
 
 def checked_state(optimizer, state_dict):
     """``(step, skipped_steps, {buffer name: host array})`` from a state_dict, after every
-    check (the optimizer is not touched): ValueError naming what does not fit."""
+    check (the optimizer is not touched): ValueError naming what does not fit.
+    """
     sd = dict(state_dict)
     name = type(optimizer).__name__
     size = optimizer.param.size
     buffers = [n for n in optimizer.state if n != "step"]
     expected = {*FIXED_KEYS, *buffers}
     if set(sd) != expected:
-        raise ValueError(f"state_dict does not fit this {name}: expects keys "
-                         f"{sorted(expected)} but got {sorted(sd)}")
+        raise ValueError(
+            f"state_dict does not fit this {name}: expects keys "
+            f"{sorted(expected)} but got {sorted(sd)}"
+        )
     dtype = str(np.asarray(sd["dtype"])[()])
     if dtype not in ("float32", "float64"):
         raise ValueError(f"state_dict has dtype {dtype!r} (expected float32 or float64)")
     algorithm = str(np.asarray(sd["algorithm"])[()])
     if algorithm != name:
-        raise ValueError(f"state_dict is from a {algorithm} optimizer, but this optimizer "
-                         f"is {name}")
+        raise ValueError(
+            f"state_dict is from a {algorithm} optimizer, but this optimizer is {name}"
+        )
     saved_size = int(np.asarray(sd["size"]))
     if saved_size != size:
-        raise ValueError(f"state_dict is for {saved_size} parameters, but this optimizer has "
-                         f"{size}")
+        raise ValueError(
+            f"state_dict is for {saved_size} parameters, but this optimizer has {size}"
+        )
     bounds = np.asarray(sd["group_bounds"])
     mine = group_bounds(optimizer.param_groups)
     if bounds.tolist() != mine:
-        raise ValueError(f"state_dict has parameter groups {bounds.tolist()}, but this "
-                         f"optimizer has {mine}")
+        raise ValueError(
+            f"state_dict has parameter groups {bounds.tolist()}, but this optimizer has {mine}"
+        )
     step, skipped = (np.asarray(sd[k]) for k in ("step", "skipped_steps"))
     for key, value in (("step", step), ("skipped_steps", skipped)):
         if value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
-            raise ValueError(f"Invalid {key} in state_dict: {value.tolist()!r} (expected an "
-                             "integer >= 0)")
+            raise ValueError(
+                f"Invalid {key} in state_dict: {value.tolist()!r} (expected an integer >= 0)"
+            )
     arrays = {}
     for buffer in buffers:
         value = np.asarray(sd[buffer])
         if value.shape != (size,) or value.dtype.kind != "f":
-            raise ValueError(f"state_dict[{buffer!r}] expects a float array of shape "
-                             f"({size},) but got {value.dtype} {value.shape}")
+            raise ValueError(
+                f"state_dict[{buffer!r}] expects a float array of shape "
+                f"({size},) but got {value.dtype} {value.shape}"
+            )
         arrays[buffer] = value
     return int(step), int(skipped), arrays

@@ -1,4 +1,5 @@
 """Parameter groups: contiguous segments of the flat buffer with their own hyperparameters."""
+
 import math
 
 from .._validation import check_lr, check_nonnegative, check_number, scheduled_lr
@@ -8,8 +9,9 @@ GROUP_KEYS = ("params", "lr", "lr_scale", "weight_decay")
 
 
 def check_lr_scale(value):
-    return check_number("lr_scale value", value, "a finite number >= 0",
-                        lambda v: 0 <= v < math.inf)
+    return check_number(
+        "lr_scale value", value, "a finite number >= 0", lambda v: 0 <= v < math.inf
+    )
 
 
 def resolve_groups(params, size, default, param_groups):
@@ -24,8 +26,10 @@ def resolve_groups(params, size, default, param_groups):
             raise TypeError(f"param_groups[{index}] must be a dict with a 'params' entry")
         unknown = set(spec) - set(GROUP_KEYS)
         if unknown:
-            raise ValueError(f"param_groups[{index}] has unknown keys {sorted(unknown)}; "
-                             f"allowed: {list(GROUP_KEYS)}")
+            raise ValueError(
+                f"param_groups[{index}] has unknown keys {sorted(unknown)}; "
+                f"allowed: {list(GROUP_KEYS)}"
+            )
         s = group_slice(params, size, spec["params"], index)
         group = dict(default)
         if "lr" in spec:
@@ -39,8 +43,10 @@ def resolve_groups(params, size, default, param_groups):
     specs.sort(key=lambda g: g["start"])
     for a, b in zip(specs, specs[1:]):
         if b["start"] < a["stop"]:
-            raise ValueError(f"parameter groups {a['params']!r} and {b['params']!r} overlap: "
-                             "some parameters appear in more than one parameter group")
+            raise ValueError(
+                f"parameter groups {a['params']!r} and {b['params']!r} overlap: "
+                "some parameters appear in more than one parameter group"
+            )
     groups, offset = [], 0
     for group in specs + [None]:
         start = size if group is None else group["start"]
@@ -56,24 +62,34 @@ def group_slice(params, size, selector, index):
     if isinstance(selector, slice):
         start, stop, stride = selector.indices(size)
         if stride != 1 or stop <= start:
-            raise ValueError(f"param_groups[{index}]['params'] slice {selector} must select a "
-                             "non-empty contiguous range")
+            raise ValueError(
+                f"param_groups[{index}]['params'] slice {selector} must select a "
+                "non-empty contiguous range"
+            )
         return slice(start, stop)
     if isinstance(params, FlatParams):
         s = params.segment(selector)
         if s.stop <= s.start:
             raise ValueError(f"param_groups[{index}] selects no elements")
         return s
-    raise TypeError(f"param_groups[{index}]['params'] must be a slice of the flat parameter "
-                    "array (array names need a FlatParams)")
+    raise TypeError(
+        f"param_groups[{index}]['params'] must be a slice of the flat parameter "
+        "array (array names need a FlatParams)"
+    )
 
 
 def hyperparameters(group, t):
-    """This step's (lr, weight_decay) of a group as checked Python floats (``t`` updates
-    applied so far: a schedule is evaluated at ``t``)."""
+    """The (lr, weight_decay) of a group for this step as checked Python floats (``t`` updates
+    applied so far: a schedule is evaluated at ``t``).
+    """
     lr, scale, weight_decay = group["lr"], group["lr_scale"], group["weight_decay"]
-    if (type(lr) is float and lr >= 0 and scale == 1.0
-            and type(weight_decay) is float and weight_decay >= 0):
+    if (
+        type(lr) is float
+        and lr >= 0
+        and scale == 1.0
+        and type(weight_decay) is float
+        and weight_decay >= 0
+    ):
         return lr, weight_decay
     lr = scheduled_lr(lr, t) if callable(lr) else check_lr(lr)
     if scale != 1.0:
@@ -85,7 +101,8 @@ def hyperparameters(group, t):
 
 def shard_groups(groups, start, stop):
     """The groups' share of ``[start, stop)``, re-based to start at 0, and the index of the
-    group each came from."""
+    group each came from.
+    """
     shard, sources = [], []
     for index, group in enumerate(groups):
         lo, hi = max(group["start"], start), min(group["stop"], stop)

@@ -1,7 +1,14 @@
 """RMSprop: gradients divided by a moving root-mean-square, optionally centered."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 from .._validation import check_flag, check_nonnegative, check_number
 from ..kernels import rmsprop
 from .base import Optimizer
+from .params import LearningRate, Params
 
 
 class RMSprop(Optimizer):
@@ -51,20 +58,44 @@ class RMSprop(Optimizer):
 
     algorithm = rmsprop.ALGORITHM
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, *, maximize=False, param_groups=None, max_grad_norm=None,
-                 skip_nonfinite=False, device="auto"):
-        self.alpha = check_number("alpha value", alpha, "0 <= alpha <= 1",
-                                  lambda v: 0 <= v <= 1)
+    def __init__(
+        self,
+        params: Params,
+        lr: LearningRate = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+        param_groups: Sequence[dict[str, Any]] | None = None,
+        max_grad_norm: float | None = None,
+        skip_nonfinite: bool = False,
+        device: str = "auto",
+    ) -> None:
+        self.alpha = check_number("alpha value", alpha, "0 <= alpha <= 1", lambda v: 0 <= v <= 1)
         self.eps = check_nonnegative("epsilon value", eps)
         self.momentum = check_nonnegative("momentum value", momentum)
         self.centered = check_flag("centered", centered)
-        self.defaults = {"alpha": self.alpha, "eps": self.eps, "weight_decay": weight_decay,
-                         "momentum": self.momentum, "centered": self.centered,
-                         "maximize": maximize}
-        super().__init__(params, lr=lr, weight_decay=weight_decay, maximize=maximize,
-                         param_groups=param_groups, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite, device=device)
+        self.defaults = {
+            "alpha": self.alpha,
+            "eps": self.eps,
+            "weight_decay": weight_decay,
+            "momentum": self.momentum,
+            "centered": self.centered,
+            "maximize": maximize,
+        }
+        super().__init__(
+            params,
+            lr=lr,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            param_groups=param_groups,
+            max_grad_norm=max_grad_norm,
+            skip_nonfinite=skip_nonfinite,
+            device=device,
+        )
 
     def _state_fill(self):
         fill = {"square_avg": 0.0}
@@ -75,6 +106,11 @@ class RMSprop(Optimizer):
         return fill
 
     def _scalars(self, lr, weight_decay, step):
-        return rmsprop.host_scalars(lr=lr, alpha=self.alpha, eps=self.eps,
-                                    weight_decay=weight_decay, momentum=self.momentum,
-                                    centered=self.centered)
+        return rmsprop.host_scalars(
+            lr=lr,
+            alpha=self.alpha,
+            eps=self.eps,
+            weight_decay=weight_decay,
+            momentum=self.momentum,
+            centered=self.centered,
+        )

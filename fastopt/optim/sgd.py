@@ -1,7 +1,14 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov momentum and weight decay."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 from .._validation import check_flag, check_nonnegative, check_number
 from ..kernels import sgd
 from .base import Optimizer
+from .params import LearningRate, Params
 
 
 class SGD(Optimizer):
@@ -10,8 +17,10 @@ class SGD(Optimizer):
     .. math::
 
         g &\leftarrow \pm g + \lambda\,\theta \\
-        b_t &\leftarrow \begin{cases} g & t = 1 \\ \mu\, b_{t-1} + (1 - \tau)\, g & t > 1 \end{cases} \\
-        g &\leftarrow \begin{cases} g + \mu\, b_t & \text{nesterov} \\ b_t & \text{otherwise} \end{cases} \\
+        b_t &\leftarrow \begin{cases} g & t = 1 \\
+            \mu\, b_{t-1} + (1 - \tau)\, g & t > 1 \end{cases} \\
+        g &\leftarrow \begin{cases} g + \mu\, b_t & \text{nesterov} \\
+            b_t & \text{otherwise} \end{cases} \\
         \theta &\leftarrow \theta - \gamma\, g
 
     with learning rate :math:`\gamma` (``lr``), momentum :math:`\mu`, dampening
@@ -76,27 +85,58 @@ class SGD(Optimizer):
 
     algorithm = sgd.ALGORITHM
 
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
-                 nesterov=False, *, maximize=False, param_groups=None, max_grad_norm=None,
-                 skip_nonfinite=False, device="auto"):
+    def __init__(
+        self,
+        params: Params,
+        lr: LearningRate = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        param_groups: Sequence[dict[str, Any]] | None = None,
+        max_grad_norm: float | None = None,
+        skip_nonfinite: bool = False,
+        device: str = "auto",
+    ) -> None:
         self.momentum = check_nonnegative("momentum value", momentum)
-        self.dampening = check_number("dampening value", dampening, "a finite number",
-                                      lambda v: abs(v) < float("inf"))
+        self.dampening = check_number(
+            "dampening value", dampening, "a finite number", lambda v: abs(v) < float("inf")
+        )
         self.nesterov = check_flag("nesterov", nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening "
-                             f"(got momentum={momentum}, dampening={dampening})")
-        self.defaults = {"momentum": self.momentum, "dampening": self.dampening,
-                         "weight_decay": weight_decay, "nesterov": self.nesterov,
-                         "maximize": maximize}
-        super().__init__(params, lr=lr, weight_decay=weight_decay, maximize=maximize,
-                         param_groups=param_groups, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite, device=device)
+            raise ValueError(
+                "Nesterov momentum requires a momentum and zero dampening "
+                f"(got momentum={momentum}, dampening={dampening})"
+            )
+        self.defaults = {
+            "momentum": self.momentum,
+            "dampening": self.dampening,
+            "weight_decay": weight_decay,
+            "nesterov": self.nesterov,
+            "maximize": maximize,
+        }
+        super().__init__(
+            params,
+            lr=lr,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            param_groups=param_groups,
+            max_grad_norm=max_grad_norm,
+            skip_nonfinite=skip_nonfinite,
+            device=device,
+        )
 
     def _state_fill(self):
         return {"momentum_buffer": 0.0} if self.momentum != 0 else {}
 
     def _scalars(self, lr, weight_decay, step):
-        return sgd.host_scalars(lr=lr, weight_decay=weight_decay, momentum=self.momentum,
-                                dampening=self.dampening, nesterov=self.nesterov,
-                                first_step=step == 1)
+        return sgd.host_scalars(
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=self.momentum,
+            dampening=self.dampening,
+            nesterov=self.nesterov,
+            first_step=step == 1,
+        )

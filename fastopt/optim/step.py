@@ -1,8 +1,11 @@
 """The step path's prepared parts: per-group kernels and views, the gradient checks and the
-gradient scale (clipping, skipping), on whichever backend holds the buffers."""
+gradient scale (clipping, skipping), on whichever backend holds the buffers.
+"""
+
 import math
 from typing import Any, NamedTuple
 
+from ..buffers import FlatParams
 from ..kernels.clipping import clipped_scale
 
 
@@ -18,43 +21,50 @@ class Segment(NamedTuple):
 class StepPlan:
     """Everything a step needs that does not change between steps.
 
-    Built from the optimizer's backend, algorithm, flat parameter view, state and groups;
-    rebuilt whenever those are replaced (a shard, a copy).
+    Built from the optimizer's backend, algorithm, parameters (as given, and as a flat
+    view), state and groups; rebuilt whenever those are replaced (a shard, a copy).
     """
 
-    def __init__(self, backend, algorithm, param, grad_shape, grad_buffer, state, groups):
+    def __init__(self, backend, algorithm, params, param, state, groups):
+        grad_buffer = params.grad if isinstance(params, FlatParams) else None
+        grad_shape = (param.size,) if grad_buffer is not None else backend.layout(params)[0]
         self.backend, self.size = backend, param.size
         empty = backend.empty(0, param.dtype)
         arrays = [state.get(name, empty) for name in algorithm.state]
         slices = [slice(g["start"], g["stop"]) for g in groups]
         self.segments = [
-            Segment(backend.update_kernel(algorithm, s.stop - s.start), param[s],
-                    None if grad_buffer is None else grad_buffer[s],
-                    tuple(a[s] if a.size else a for a in arrays))
-            for s in slices]
+            Segment(
+                backend.update_kernel(algorithm, s.stop - s.start),
+                param[s],
+                None if grad_buffer is None else grad_buffer[s],
+                tuple(a[s] if a.size else a for a in arrays),
+            )
+            for s in slices
+        ]
         self.grad_buffer = grad_buffer
         self.buffer_grads = [segment.grad for segment in self.segments]
-        self.gradient_views = backend.gradient_views(grad_shape, param.dtype, slices)
+        self.grad_scale = backend.grad_scale
+        self.gradient_views = backend.gradient_views(tuple(grad_shape), param.dtype, slices)
         self.norm = self.info_norm = None
 
     def grads(self, grad):
         """``(flat gradient, one view per group)``: the gradient buffer's for None."""
         if grad is None:
             if self.grad_buffer is None:
-                raise ValueError("step() needs grad= when the optimizer was built on a plain "
-                                 "array (only a FlatParams has a gradient buffer)")
+                raise ValueError(
+                    "step() needs grad= when the optimizer was built on a plain "
+                    "array (only a FlatParams has a gradient buffer)"
+                )
             return self.grad_buffer, self.buffer_grads
         return self.gradient_views.views(grad)
 
     def kernel_scale(self, grad, scale, factor, max_norm, skip_nonfinite, norm_info):
-        """``(the kernels' grad_scale argument or None to skip, the norm to report)``.
+        """``(the kernels' grad_scale argument or None to skip, the norm to report)`` for a
+        step that clips or skips (otherwise the argument is ``grad_scale(scale)``).
 
         The norm is reported as ``(GradNorm, factor)`` when it stays on the backend until
-        asked for (:func:`read_norm`), as a float when it came from ``norm_info``, or None
-        when neither clipping nor skipping needed it.
+        asked for (:func:`read_norm`), or as a float when it came from ``norm_info``.
         """
-        if max_norm is None and not skip_nonfinite:
-            return self.backend.grad_scale(scale), None
         if norm_info is None:
             if self.norm is None:
                 self.norm = self.backend.grad_norm(self.size)
@@ -65,12 +75,9 @@ class StepPlan:
             sumsq, nonfinite = norm_info
             reported = math.sqrt(sumsq) * factor
             kernel_scale = self.backend.grad_scale(
-                scale if max_norm is None else clipped_scale(scale, sumsq, factor, max_norm))
+                scale if max_norm is None else clipped_scale(scale, sumsq, factor, max_norm)
+            )
         return (None if nonfinite and skip_nonfinite else kernel_scale), reported
-
-    def run(self, group_grads, kernel_scale, group_scalars):
-        for segment, grad, scalars in zip(self.segments, group_grads, group_scalars):
-            segment.kernel(segment.param, grad, *segment.state, kernel_scale, *scalars)
 
     def grad_norm_info(self, grad):
         """``(sum of squares, any non-finite value)`` of a flat gradient."""

@@ -1,5 +1,10 @@
 """The Schedule base class: step checking, vectorised calls, repr, to_dict/from_dict."""
+
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
+from typing import Any, overload
 
 import numpy as np
 
@@ -29,14 +34,18 @@ class Schedule:
     array of the same shape); the first update uses ``schedule(0)``.
     """
 
-    name = None
+    name: str | None = None
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.name:
             _REGISTRY[cls.name] = cls
 
-    def __call__(self, step):
+    @overload
+    def __call__(self, step: int | np.integer) -> float: ...
+    @overload
+    def __call__(self, step: np.ndarray | Sequence[int]) -> np.ndarray: ...
+    def __call__(self, step: int | np.integer | np.ndarray | Sequence[int]) -> float | np.ndarray:
         if type(step) is int and step >= 0:
             return float(self._values(float(step)))
         t, scalar = _check_steps(step)
@@ -52,18 +61,18 @@ class Schedule:
         """Constructor arguments, in order (numbers, lists, or nested schedules)."""
         raise NotImplementedError
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable description; ``fastopt.schedules.from_dict`` rebuilds it."""
         return {"type": self.name, **{k: _encode(v) for k, v in self._params().items()}}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
         return f"{self.name}({args})"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Schedule) and self.to_dict() == other.to_dict()
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(repr(self))
 
 
@@ -83,7 +92,7 @@ def _decode(value):
     return value
 
 
-def from_dict(description):
+def from_dict(description: dict[str, Any]) -> Schedule:
     """Rebuild a schedule from :meth:`Schedule.to_dict` output (or its JSON)."""
     if not isinstance(description, dict) or "type" not in description:
         raise ValueError(f"from_dict expects a dict with a 'type' key, got {description!r}")
@@ -99,6 +108,7 @@ def from_dict(description):
 
 
 # -- argument checks -----------------------------------------------------------------------
+
 
 def check_rate(name, value, allow_zero=True):
     """A learning rate: a finite number >= 0 (> 0 if not allow_zero)."""

@@ -1,5 +1,7 @@
 """Math that works on a Python float (fast, for the optimizer's one call per step) and on a
-float64 array (for plotting and tests), so each schedule's formula is written once."""
+float64 array (for plotting and tests), so each schedule's formula is written once.
+"""
+
 import bisect
 import math
 
@@ -46,7 +48,7 @@ def where(condition, a, b):
 
 def power(base, exponent):
     if _scalar(base) and _scalar(exponent):
-        return base ** exponent
+        return base**exponent
     return np.power(base, exponent)
 
 
@@ -54,7 +56,9 @@ def count_le(sorted_values, t):
     """How many of ``sorted_values`` are <= t (``bisect_right``)."""
     if _scalar(t):
         return float(bisect.bisect_right(sorted_values, t))
-    return np.searchsorted(np.asarray(sorted_values, np.float64), t, side="right").astype(np.float64)
+    return np.searchsorted(np.asarray(sorted_values, np.float64), t, side="right").astype(
+        np.float64
+    )
 
 
 def take(values, index):

@@ -1,6 +1,11 @@
 """Building schedules from schedules: join, linear warm-up, warm-up in front of any schedule,
-and warm-up + cosine decay."""
+and warm-up + cosine decay.
+"""
+
+from __future__ import annotations
+
 import bisect
+from collections.abc import Sequence
 
 from . import _ops as ops
 from ._base import Schedule, check_increasing, check_rate, check_steps
@@ -29,15 +34,18 @@ class Join(Schedule):
 
     name = "join"
 
-    def __init__(self, schedules, boundaries):
+    def __init__(self, schedules: Sequence[Schedule], boundaries: Sequence[int]) -> None:
         schedules = list(schedules)
         self.schedules = [_check_schedule("schedule", s) for s in schedules]
-        self.boundaries = check_increasing("boundaries", boundaries, minimum=1,
-                                           allow_empty=len(schedules) == 1)
+        self.boundaries = check_increasing(
+            "boundaries", boundaries, minimum=1, allow_empty=len(schedules) == 1
+        )
         if len(self.schedules) != len(self.boundaries) + 1:
-            raise ValueError(f"join needs one more schedule than boundaries: got "
-                             f"{len(self.schedules)} schedules for {len(self.boundaries)} "
-                             "boundaries")
+            raise ValueError(
+                f"join needs one more schedule than boundaries: got "
+                f"{len(self.schedules)} schedules for {len(self.boundaries)} "
+                "boundaries"
+            )
 
     def _params(self):
         return {"schedules": list(self.schedules), "boundaries": list(self.boundaries)}
@@ -48,8 +56,9 @@ class Join(Schedule):
             index = bisect.bisect_right(self.boundaries, t)
             return self.schedules[index]._values(t - starts[index])
         result = self.schedules[-1]._values(ops.maximum(t - starts[-1], 0.0))
-        for schedule, start, stop in zip(self.schedules[-2::-1], starts[-2::-1],
-                                         self.boundaries[::-1]):
+        for schedule, start, stop in zip(
+            self.schedules[-2::-1], starts[-2::-1], self.boundaries[::-1]
+        ):
             inner = schedule._values(ops.minimum(ops.maximum(t - start, 0.0), stop - start))
             result = ops.where(t < stop, inner, result)
         return result
@@ -68,7 +77,7 @@ class LinearWarmup(Schedule):
 
     name = "linear_warmup"
 
-    def __init__(self, lr, warmup_steps, init_lr=0.0):
+    def __init__(self, lr: float, warmup_steps: int, init_lr: float = 0.0) -> None:
         self.lr = check_rate("lr", lr)
         self.warmup_steps = check_steps("warmup_steps", warmup_steps)
         self.init_lr = check_rate("init_lr", init_lr)
@@ -83,20 +92,26 @@ class LinearWarmup(Schedule):
 
 class Warmup(Schedule):
     """A linear warm-up from ``init_lr`` to ``schedule(0)`` over ``warmup_steps``, then
-    ``schedule`` shifted: step ``t`` uses ``schedule(t - warmup_steps)``."""
+    ``schedule`` shifted: step ``t`` uses ``schedule(t - warmup_steps)``.
+    """
 
     name = "warmup"
 
-    def __init__(self, schedule, warmup_steps, init_lr=0.0):
+    def __init__(self, schedule: Schedule, warmup_steps: int, init_lr: float = 0.0) -> None:
         self.schedule = _check_schedule("schedule", schedule)
         self.warmup_steps = check_steps("warmup_steps", warmup_steps)
         self.init_lr = check_rate("init_lr", init_lr)
-        self._joined = Join([LinearWarmup(schedule(0), self.warmup_steps, self.init_lr),
-                             schedule], [self.warmup_steps])
+        self._joined = Join(
+            [LinearWarmup(schedule(0), self.warmup_steps, self.init_lr), schedule],
+            [self.warmup_steps],
+        )
 
     def _params(self):
-        return {"schedule": self.schedule, "warmup_steps": self.warmup_steps,
-                "init_lr": self.init_lr}
+        return {
+            "schedule": self.schedule,
+            "warmup_steps": self.warmup_steps,
+            "init_lr": self.init_lr,
+        }
 
     def _values(self, t):
         return self._joined._values(t)
@@ -121,13 +136,22 @@ class WarmupCosineDecay(Schedule):
 
     name = "warmup_cosine_decay"
 
-    def __init__(self, peak_lr, warmup_steps, total_steps, init_lr=0.0, end_lr=0.0):
+    def __init__(
+        self,
+        peak_lr: float,
+        warmup_steps: int,
+        total_steps: int,
+        init_lr: float = 0.0,
+        end_lr: float = 0.0,
+    ) -> None:
         self.peak_lr = check_rate("peak_lr", peak_lr)
         self.warmup_steps = check_steps("warmup_steps", warmup_steps, minimum=0)
         self.total_steps = check_steps("total_steps", total_steps)
         if self.warmup_steps > self.total_steps:
-            raise ValueError(f"Invalid warmup_steps: {self.warmup_steps} (expected "
-                             f"warmup_steps <= total_steps = {self.total_steps})")
+            raise ValueError(
+                f"Invalid warmup_steps: {self.warmup_steps} (expected "
+                f"warmup_steps <= total_steps = {self.total_steps})"
+            )
         self.init_lr = check_rate("init_lr", init_lr)
         self.end_lr = check_rate("end_lr", end_lr)
         parts, boundaries = [], []
@@ -135,16 +159,21 @@ class WarmupCosineDecay(Schedule):
             parts.append(LinearWarmup(self.peak_lr, self.warmup_steps, self.init_lr))
             boundaries.append(self.warmup_steps)
         if self.total_steps > self.warmup_steps:
-            parts.append(CosineDecay(self.peak_lr, self.total_steps - self.warmup_steps,
-                                     self.end_lr))
+            parts.append(
+                CosineDecay(self.peak_lr, self.total_steps - self.warmup_steps, self.end_lr)
+            )
         else:
             parts.append(_Fixed(self.end_lr))
         self._joined = Join(parts, boundaries)
 
     def _params(self):
-        return {"peak_lr": self.peak_lr, "warmup_steps": self.warmup_steps,
-                "total_steps": self.total_steps, "init_lr": self.init_lr,
-                "end_lr": self.end_lr}
+        return {
+            "peak_lr": self.peak_lr,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+            "init_lr": self.init_lr,
+            "end_lr": self.end_lr,
+        }
 
     def _values(self, t):
         return self._joined._values(t)

@@ -1,4 +1,7 @@
 """Cosine annealing, cosine annealing with warm restarts, and the one-cycle policy."""
+
+from __future__ import annotations
+
 import math
 
 from . import _ops as ops
@@ -25,7 +28,7 @@ class CosineDecay(Schedule):
 
     name = "cosine_decay"
 
-    def __init__(self, lr, decay_steps, end_lr=0.0):
+    def __init__(self, lr: float, decay_steps: int, end_lr: float = 0.0) -> None:
         self.lr = check_rate("lr", lr)
         self.decay_steps = check_steps("decay_steps", decay_steps)
         self.end_lr = check_rate("end_lr", end_lr)
@@ -54,15 +57,21 @@ class CosineRestarts(Schedule):
 
     name = "cosine_restarts"
 
-    def __init__(self, lr, first_cycle_steps, cycle_mult=1, end_lr=0.0):
+    def __init__(
+        self, lr: float, first_cycle_steps: int, cycle_mult: int = 1, end_lr: float = 0.0
+    ) -> None:
         self.lr = check_rate("lr", lr)
         self.first_cycle_steps = check_steps("first_cycle_steps", first_cycle_steps)
         self.cycle_mult = check_steps("cycle_mult", cycle_mult)
         self.end_lr = check_rate("end_lr", end_lr)
 
     def _params(self):
-        return {"lr": self.lr, "first_cycle_steps": self.first_cycle_steps,
-                "cycle_mult": self.cycle_mult, "end_lr": self.end_lr}
+        return {
+            "lr": self.lr,
+            "first_cycle_steps": self.first_cycle_steps,
+            "cycle_mult": self.cycle_mult,
+            "end_lr": self.end_lr,
+        }
 
     def _cycle_start(self, n):
         m = self.cycle_mult
@@ -70,9 +79,9 @@ class CosineRestarts(Schedule):
 
     def _values(self, t):
         t0, m = float(self.first_cycle_steps), self.cycle_mult
-        if m > 1 and isinstance(t, float):   # the same steps as below, without array dispatch
+        if m > 1 and isinstance(t, float):  # the same steps as below, without array dispatch
             n = math.floor(math.log(t / t0 * (m - 1.0) + 1.0) / math.log(m))
-            start = t0 * (m ** n - 1.0) / (m - 1.0)
+            start = t0 * (m**n - 1.0) / (m - 1.0)
             if t < start:
                 n, start = n - 1, t0 * (m ** (n - 1) - 1.0) / (m - 1.0)
             elif t >= t0 * (m ** (n + 1) - 1.0) / (m - 1.0):
@@ -107,16 +116,25 @@ class OneCycle(Schedule):
 
     name = "one_cycle"
 
-    def __init__(self, max_lr, total_steps, pct_start=0.3, div_factor=25.0,
-                 final_div_factor=1e4, anneal="cos", three_phase=False):
+    def __init__(
+        self,
+        max_lr: float,
+        total_steps: int,
+        pct_start: float = 0.3,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        anneal: str = "cos",
+        three_phase: bool = False,
+    ) -> None:
         self.max_lr = check_rate("max_lr", max_lr)
         self.total_steps = check_steps("total_steps", total_steps, minimum=2)
-        self.pct_start = check_number("pct_start", pct_start, "0 < pct_start < 1",
-                                      lambda v: 0 < v < 1)
-        self.div_factor = check_number("div_factor", div_factor, "0 < div_factor",
-                                       lambda v: v > 0)
-        self.final_div_factor = check_number("final_div_factor", final_div_factor,
-                                             "0 < final_div_factor", lambda v: v > 0)
+        self.pct_start = check_number(
+            "pct_start", pct_start, "0 < pct_start < 1", lambda v: 0 < v < 1
+        )
+        self.div_factor = check_number("div_factor", div_factor, "0 < div_factor", lambda v: v > 0)
+        self.final_div_factor = check_number(
+            "final_div_factor", final_div_factor, "0 < final_div_factor", lambda v: v > 0
+        )
         if anneal not in ("cos", "linear"):
             raise ValueError(f"Invalid anneal: {anneal!r} (expected 'cos' or 'linear')")
         self.anneal = anneal
@@ -128,22 +146,31 @@ class OneCycle(Schedule):
         up_end = self.pct_start * self.total_steps - 1.0
         last = float(self.total_steps - 1)
         if three_phase:
-            self._phases = [(up_end, initial, self.max_lr),
-                            (2.0 * self.pct_start * self.total_steps - 2.0, self.max_lr, initial),
-                            (last, initial, minimum)]
+            self._phases = [
+                (up_end, initial, self.max_lr),
+                (2.0 * self.pct_start * self.total_steps - 2.0, self.max_lr, initial),
+                (last, initial, minimum),
+            ]
         else:
             self._phases = [(up_end, initial, self.max_lr), (last, self.max_lr, minimum)]
         ends = [end for end, _, _ in self._phases]
         self._begins = [0.0] + ends[:-1]
         if any(b <= a for a, b in zip([0.0] + ends, ends)):
-            raise ValueError(f"one_cycle phases are empty with total_steps={self.total_steps} "
-                             f"and pct_start={self.pct_start}: each phase needs at least one step")
+            raise ValueError(
+                f"one_cycle phases are empty with total_steps={self.total_steps} "
+                f"and pct_start={self.pct_start}: each phase needs at least one step"
+            )
 
     def _params(self):
-        return {"max_lr": self.max_lr, "total_steps": self.total_steps,
-                "pct_start": self.pct_start, "div_factor": self.div_factor,
-                "final_div_factor": self.final_div_factor, "anneal": self.anneal,
-                "three_phase": self.three_phase}
+        return {
+            "max_lr": self.max_lr,
+            "total_steps": self.total_steps,
+            "pct_start": self.pct_start,
+            "div_factor": self.div_factor,
+            "final_div_factor": self.final_div_factor,
+            "anneal": self.anneal,
+            "three_phase": self.three_phase,
+        }
 
     def _anneal(self, start, end, fraction):
         if self.anneal == "cos":
@@ -157,11 +184,13 @@ class OneCycle(Schedule):
             for (end, start_lr, end_lr), begin in zip(self._phases, begins):
                 if t <= end or end == self._phases[-1][0]:
                     return self._anneal(start_lr, end_lr, (t - begin) / (end - begin))
-        values = [self._anneal(start_lr, end_lr, (t - begin) / (end - begin))
-                  for (end, start_lr, end_lr), begin in zip(self._phases, begins)]
+        values = [
+            self._anneal(start_lr, end_lr, (t - begin) / (end - begin))
+            for (end, start_lr, end_lr), begin in zip(self._phases, begins)
+        ]
         result = values[-1]
         for (end, _, _), value in zip(self._phases[-2::-1], values[-2::-1]):
-            result = ops.where(t <= end, value, result)   # the first phase with t <= end
+            result = ops.where(t <= end, value, result)  # the first phase with t <= end
         return result
 
 

@@ -1,9 +1,14 @@
 """Constant, step, multistep, piecewise-constant, exponential, inverse-time and polynomial
-decay: closed forms of the step count."""
+decay: closed forms of the step count.
+"""
+
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
 
 from . import _ops as ops
-from ._base import (Schedule, check_increasing, check_number, check_rate, check_steps)
+from ._base import Schedule, check_increasing, check_number, check_rate, check_steps
 
 
 class Constant(Schedule):
@@ -11,7 +16,7 @@ class Constant(Schedule):
 
     name = "constant"
 
-    def __init__(self, lr):
+    def __init__(self, lr: float) -> None:
         self.lr = check_rate("lr", lr)
 
     def _params(self):
@@ -29,7 +34,7 @@ class StepDecay(Schedule):
 
     name = "step_decay"
 
-    def __init__(self, lr, step_size, gamma=0.1):
+    def __init__(self, lr: float, step_size: int, gamma: float = 0.1) -> None:
         self.lr = check_rate("lr", lr)
         self.step_size = check_steps("step_size", step_size)
         self.gamma = check_number("gamma", gamma, "0 < gamma <= 1", lambda v: 0 < v <= 1)
@@ -49,7 +54,7 @@ class MultistepDecay(Schedule):
 
     name = "multistep_decay"
 
-    def __init__(self, lr, milestones, gamma=0.1):
+    def __init__(self, lr: float, milestones: Sequence[int], gamma: float = 0.1) -> None:
         self.lr = check_rate("lr", lr)
         self.milestones = check_increasing("milestones", milestones, minimum=1)
         self.gamma = check_number("gamma", gamma, "0 < gamma", lambda v: v > 0)
@@ -74,15 +79,17 @@ class PiecewiseConstant(Schedule):
 
     name = "piecewise_constant"
 
-    def __init__(self, boundaries, values):
+    def __init__(self, boundaries: Sequence[int], values: Sequence[float]) -> None:
         self.boundaries = check_increasing("boundaries", boundaries, minimum=1)
         try:
             values = list(values)
         except TypeError:
             raise TypeError(f"Invalid values: {values!r} (expected a list of rates)") from None
         if len(values) != len(self.boundaries) + 1:
-            raise ValueError(f"piecewise_constant needs one more value than boundaries: got "
-                             f"{len(values)} values for {len(self.boundaries)} boundaries")
+            raise ValueError(
+                f"piecewise_constant needs one more value than boundaries: got "
+                f"{len(values)} values for {len(self.boundaries)} boundaries"
+            )
         self.values = [check_rate("value", v) for v in values]
 
     def _params(self):
@@ -106,27 +113,43 @@ class ExponentialDecay(Schedule):
 
     name = "exponential_decay"
 
-    def __init__(self, lr, decay_rate, decay_steps=1, staircase=False, end_lr=None):
+    def __init__(
+        self,
+        lr: float,
+        decay_rate: float,
+        decay_steps: int = 1,
+        staircase: bool = False,
+        end_lr: float | None = None,
+    ) -> None:
         self.lr = check_rate("lr", lr)
-        self.decay_rate = check_number("decay_rate", decay_rate, "0 < decay_rate",
-                                       lambda v: v > 0)
+        self.decay_rate = check_number("decay_rate", decay_rate, "0 < decay_rate", lambda v: v > 0)
         self.decay_steps = check_steps("decay_steps", decay_steps)
         if not isinstance(staircase, bool):
             raise TypeError(f"Invalid staircase: {staircase!r} (expected True or False)")
         self.staircase = staircase
         self.end_lr = None if end_lr is None else check_rate("end_lr", end_lr)
         if self.decay_rate > 1 and self.end_lr is None:
-            raise ValueError(f"Invalid end_lr: None (a growing exponential, decay_rate="
-                             f"{self.decay_rate}, needs end_lr as its ceiling)")
+            raise ValueError(
+                f"Invalid end_lr: None (a growing exponential, decay_rate="
+                f"{self.decay_rate}, needs end_lr as its ceiling)"
+            )
         # past this exponent a growing schedule is at its ceiling: stop before overflowing
         self._max_exponent = math.inf
         if self.decay_rate > 1:
-            self._max_exponent = 0.0 if self.lr == 0 else \
-                math.log(max(self.end_lr / self.lr, 1.0), self.decay_rate) + 1
+            self._max_exponent = (
+                0.0
+                if self.lr == 0
+                else math.log(max(self.end_lr / self.lr, 1.0), self.decay_rate) + 1
+            )
 
     def _params(self):
-        return {"lr": self.lr, "decay_rate": self.decay_rate, "decay_steps": self.decay_steps,
-                "staircase": self.staircase, "end_lr": self.end_lr}
+        return {
+            "lr": self.lr,
+            "decay_rate": self.decay_rate,
+            "decay_steps": self.decay_steps,
+            "staircase": self.staircase,
+            "end_lr": self.end_lr,
+        }
 
     def _values(self, t):
         exponent = t / self.decay_steps
@@ -152,18 +175,25 @@ class InverseTimeDecay(Schedule):
 
     name = "inverse_time_decay"
 
-    def __init__(self, lr, decay_rate, decay_steps=1, staircase=False):
+    def __init__(
+        self, lr: float, decay_rate: float, decay_steps: int = 1, staircase: bool = False
+    ) -> None:
         self.lr = check_rate("lr", lr)
-        self.decay_rate = check_number("decay_rate", decay_rate, "0 <= decay_rate",
-                                       lambda v: v >= 0)
+        self.decay_rate = check_number(
+            "decay_rate", decay_rate, "0 <= decay_rate", lambda v: v >= 0
+        )
         self.decay_steps = check_steps("decay_steps", decay_steps)
         if not isinstance(staircase, bool):
             raise TypeError(f"Invalid staircase: {staircase!r} (expected True or False)")
         self.staircase = staircase
 
     def _params(self):
-        return {"lr": self.lr, "decay_rate": self.decay_rate, "decay_steps": self.decay_steps,
-                "staircase": self.staircase}
+        return {
+            "lr": self.lr,
+            "decay_rate": self.decay_rate,
+            "decay_steps": self.decay_steps,
+            "staircase": self.staircase,
+        }
 
     def _values(self, t):
         p = t / self.decay_steps
@@ -187,7 +217,14 @@ class PolynomialDecay(Schedule):
 
     name = "polynomial_decay"
 
-    def __init__(self, lr, decay_steps, end_lr=0.0, power=1.0, cycle=False):
+    def __init__(
+        self,
+        lr: float,
+        decay_steps: int,
+        end_lr: float = 0.0,
+        power: float = 1.0,
+        cycle: bool = False,
+    ) -> None:
         self.lr = check_rate("lr", lr)
         self.decay_steps = check_steps("decay_steps", decay_steps)
         self.end_lr = check_rate("end_lr", end_lr)
@@ -197,8 +234,13 @@ class PolynomialDecay(Schedule):
         self.cycle = cycle
 
     def _params(self):
-        return {"lr": self.lr, "decay_steps": self.decay_steps, "end_lr": self.end_lr,
-                "power": self.power, "cycle": self.cycle}
+        return {
+            "lr": self.lr,
+            "decay_steps": self.decay_steps,
+            "end_lr": self.end_lr,
+            "power": self.power,
+            "cycle": self.cycle,
+        }
 
     def _values(self, t):
         horizon = float(self.decay_steps)

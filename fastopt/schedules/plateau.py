@@ -1,5 +1,10 @@
 """reduce_on_plateau: the one stateful schedule, fed the cost."""
+
+from __future__ import annotations
+
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -39,24 +44,35 @@ class ReduceOnPlateau(Schedule):
     name = "reduce_on_plateau"
     stateful = True
 
-    def __init__(self, lr, mode="min", factor=0.1, patience=10, threshold=1e-4,
-                 threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8):
+    def __init__(
+        self,
+        lr: float,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        eps: float = 1e-8,
+    ) -> None:
         self.lr = check_rate("lr", lr)
         if mode not in ("min", "max"):
             raise ValueError(f"Invalid mode: {mode!r} (expected 'min' or 'max')")
         if threshold_mode not in ("rel", "abs"):
-            raise ValueError(f"Invalid threshold_mode: {threshold_mode!r} (expected 'rel' or 'abs')")
+            raise ValueError(
+                f"Invalid threshold_mode: {threshold_mode!r} (expected 'rel' or 'abs')"
+            )
         self.mode, self.threshold_mode = mode, threshold_mode
         self.factor = check_number("factor", factor, "0 < factor < 1", lambda v: 0 < v < 1)
         self.patience = check_steps("patience", patience, minimum=0)
-        self.threshold = check_number("threshold", threshold, "0 <= threshold",
-                                      lambda v: v >= 0)
+        self.threshold = check_number("threshold", threshold, "0 <= threshold", lambda v: v >= 0)
         self.cooldown = check_steps("cooldown", cooldown, minimum=0)
         self.min_lr = check_rate("min_lr", min_lr)
         self.eps = check_number("eps", eps, "0 <= eps", lambda v: v >= 0)
         self.reset()
 
-    def reset(self):
+    def reset(self) -> None:
         """Back to the initial rate and a fresh history."""
         self.current_lr = self.lr
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -65,24 +81,37 @@ class ReduceOnPlateau(Schedule):
         self.num_steps = 0
 
     def _params(self):
-        return {"lr": self.lr, "mode": self.mode, "factor": self.factor,
-                "patience": self.patience, "threshold": self.threshold,
-                "threshold_mode": self.threshold_mode, "cooldown": self.cooldown,
-                "min_lr": self.min_lr, "eps": self.eps}
+        return {
+            "lr": self.lr,
+            "mode": self.mode,
+            "factor": self.factor,
+            "patience": self.patience,
+            "threshold": self.threshold,
+            "threshold_mode": self.threshold_mode,
+            "cooldown": self.cooldown,
+            "min_lr": self.min_lr,
+            "eps": self.eps,
+        }
 
     def _values(self, t):
         return t * 0.0 + self.current_lr
 
     def _is_better(self, cost):
         if self.mode == "min":
-            bound = self.best * (1 - self.threshold) if self.threshold_mode == "rel" \
+            bound = (
+                self.best * (1 - self.threshold)
+                if self.threshold_mode == "rel"
                 else self.best - self.threshold
+            )
             return cost < bound
-        bound = self.best * (1 + self.threshold) if self.threshold_mode == "rel" \
+        bound = (
+            self.best * (1 + self.threshold)
+            if self.threshold_mode == "rel"
             else self.best + self.threshold
+        )
         return cost > bound
 
-    def step(self, cost):
+    def step(self, cost: float) -> float:
         """Record one cost; returns the learning rate to use from now on."""
         cost = float(cost)
         self.num_steps += 1
@@ -102,22 +131,27 @@ class ReduceOnPlateau(Schedule):
             self.num_bad_steps = 0
         return self.current_lr
 
-    def state_dict(self):
-        return {"current_lr": self.current_lr, "best": self.best,
-                "num_bad_steps": self.num_bad_steps, "cooldown_counter": self.cooldown_counter,
-                "num_steps": self.num_steps}
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "current_lr": self.current_lr,
+            "best": self.best,
+            "num_bad_steps": self.num_bad_steps,
+            "cooldown_counter": self.cooldown_counter,
+            "num_steps": self.num_steps,
+        }
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         expected = set(self.state_dict())
         if set(state) != expected:
-            raise ValueError(f"reduce_on_plateau state expects keys {sorted(expected)} but got "
-                             f"{sorted(state)}")
+            raise ValueError(
+                f"reduce_on_plateau state expects keys {sorted(expected)} but got {sorted(state)}"
+            )
         self.current_lr = float(np.asarray(state["current_lr"]))
         self.best = float(np.asarray(state["best"]))
         for key in ("num_bad_steps", "cooldown_counter", "num_steps"):
             setattr(self, key, int(np.asarray(state[key])))
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "state": self.state_dict()}
 
 

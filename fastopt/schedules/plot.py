@@ -1,10 +1,28 @@
 """Plotting a schedule (needs the ``plot`` extra: matplotlib)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from os import PathLike
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .._plotting import finish, pyplot
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    from matplotlib.axes import Axes
 
-def plot_schedule(schedule, steps, *, ax=None, path=None, label=None):
+
+def plot_schedule(
+    schedule: Callable[[np.ndarray], npt.ArrayLike],
+    steps: int | npt.ArrayLike,
+    *,
+    ax: Axes | None = None,
+    path: str | PathLike[str] | None = None,
+    label: str | None = None,
+) -> Axes:
     """Plot ``schedule`` over ``range(steps)`` (or the given integer steps).
 
     Returns the matplotlib Axes; writes a PNG (or any format matplotlib knows) to ``path``

@@ -1,9 +1,12 @@
 """Scaling the learning rate with the batch size."""
+
+from __future__ import annotations
+
 import math
 import numbers
 
 
-def scale_lr(lr, batch_size, base_batch_size, rule="linear"):
+def scale_lr(lr: float, batch_size: int, base_batch_size: int, rule: str = "linear") -> float:
     r"""The learning rate for ``batch_size``, given one tuned at ``base_batch_size``.
 
     * ``rule="linear"``: :math:`\text{lr} \cdot b / b_0`. Goyal et al. (2017), "Accurate,
@@ -28,8 +31,12 @@ def scale_lr(lr, batch_size, base_batch_size, rule="linear"):
     >>> scale_lr(1e-3, batch_size=1024, base_batch_size=256, rule="sqrt")
     0.002
     """
-    if not isinstance(lr, numbers.Real) or isinstance(lr, bool) or not (lr >= 0) \
-            or not math.isfinite(lr):
+    if (
+        not isinstance(lr, numbers.Real)
+        or isinstance(lr, bool)
+        or not (lr >= 0)
+        or not math.isfinite(lr)
+    ):
         raise ValueError(f"Invalid learning rate: {lr!r} (expected a finite number >= 0)")
     for name, value in (("batch_size", batch_size), ("base_batch_size", base_batch_size)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:

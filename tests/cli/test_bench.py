@@ -1,4 +1,5 @@
 """The benchmark command and the asv suite run (speed itself is measured in bench/, not here)."""
+
 import json
 import os
 import shutil
@@ -14,9 +15,29 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_bench_command_prints_a_table_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     text = subprocess.run(
-        [sys.executable, "-m", "fastopt", "bench", "--sizes", "1000", "20000", "--optimizers",
-         "adam", "rmsprop", "--rounds", "3", "--threads", "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=600, check=True).stdout
+        [
+            sys.executable,
+            "-m",
+            "fastopt",
+            "bench",
+            "--sizes",
+            "1000",
+            "20000",
+            "--optimizers",
+            "adam",
+            "rmsprop",
+            "--rounds",
+            "3",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout
     lines = text.splitlines()
     assert lines[0].startswith("fastopt bench: machine=") and "threads=1" in lines[0]
     assert len([line for line in lines if line.startswith(("adam ", "rmsprop "))]) == 4
@@ -31,8 +52,12 @@ def test_bench_command_prints_a_table_and_writes_json(tmp_path):
 
 
 def test_bench_command_rejects_unknown_optimizers():
-    result = subprocess.run([sys.executable, "-m", "fastopt", "bench", "--optimizers", "lion"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "fastopt", "bench", "--optimizers", "lion"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "unknown optimizers ['lion']" in result.stderr
 
 
@@ -43,12 +68,22 @@ def test_every_asv_benchmark_runs(tmp_path):
             pytest.fail("asv is required in CI: pip install -e '.[test]'")
         pytest.skip("asv not installed")
     env = dict(os.environ, HOME=str(tmp_path), FASTOPT_BENCH_SMOKE="1")
-    subprocess.run([asv, "machine", "--yes"], cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=120)
-    result = subprocess.run([asv, "run", "--quick", "--python=same", "--show-stderr"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    subprocess.run(
+        [asv, "machine", "--yes"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120
+    )
+    result = subprocess.run(
+        [asv, "run", "--quick", "--python=same", "--show-stderr"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    finished = [line for line in result.stdout.splitlines() if line.startswith("[")
-                and (" ok" in line or "failed" in line or "±" in line)]
+    finished = [
+        line
+        for line in result.stdout.splitlines()
+        if line.startswith("[") and (" ok" in line or "failed" in line or "±" in line)
+    ]
     assert not [line for line in finished if "failed" in line]
     assert len(finished) >= 13, result.stdout[-3000:]

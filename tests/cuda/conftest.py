@@ -6,11 +6,13 @@ before numba is imported) or on a machine with a GPU (``FASTOPT_CUDA_TESTS=1 pyt
 pytest tests/cuda``). Launches are shrunk so that small arrays span several blocks and the
 grid-stride loops wrap around.
 """
+
 import numpy as np
 import pytest
-from cuda_helpers import MAX_BLOCKS, SIMULATED, THREADS
 
 from fastopt.kernels import cuda as kernels
+
+from cuda_helpers import MAX_BLOCKS, SIMULATED, THREADS
 
 # CuPy and torch tensors need a real device (the simulator has no __cuda_array_interface__)
 collect_ignore = ["test_cuda_interop.py"] if SIMULATED else []

@@ -1,11 +1,14 @@
 """On a real GPU only (the simulator has no ``__cuda_array_interface__``): CuPy arrays and
 torch CUDA tensors updated in place, zero-copy, and fastopt against torch's fused CUDA Adam
-on the same device. Collected only when the tests run on a GPU (see conftest.py)."""
+on the same device. Collected only when the tests run on a GPU (see conftest.py).
+"""
+
 import numpy as np
 import pytest
-from cuda_helpers import SIZES, assert_same
 
 import fastopt
+
+from cuda_helpers import SIZES, assert_same
 from registry import gradients, lr_schedule
 
 STEPS = 5
@@ -30,7 +33,7 @@ def test_cupy_arrays_are_updated_in_place(rng):
     scale = np.abs(grads).max(axis=0).astype(np.float64)
     assert_same(cupy.asnumpy(params), cpu_p, scale)
     for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-        squared = scale if key == "exp_avg" else scale ** 2
+        squared = scale if key == "exp_avg" else scale**2
         assert_same(opt.state_dict()[key], cpu.state[key], squared, key)
 
 
@@ -45,9 +48,11 @@ def test_flatparams_views_wrap_zero_copy_in_cupy(rng):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("options", [{}, {"amsgrad": True, "weight_decay": 0.01,
-                                          "decoupled_weight_decay": True}],
-                         ids=["adam", "adamw-amsgrad"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"amsgrad": True, "weight_decay": 0.01, "decoupled_weight_decay": True}],
+    ids=["adam", "adamw-amsgrad"],
+)
 def test_matches_torch_fused_cuda_adam_on_torch_tensors(options, dtype, rng):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
@@ -71,8 +76,9 @@ def test_matches_torch_fused_cuda_adam_on_torch_tensors(options, dtype, rng):
     assert_same(mine.cpu().numpy(), theirs.detach().cpu().numpy(), scale)
     state = reference.state[theirs]
     assert_same(opt.state_dict()["exp_avg"], state["exp_avg"].cpu().numpy(), scale, "exp_avg")
-    assert_same(opt.state_dict()["exp_avg_sq"], state["exp_avg_sq"].cpu().numpy(),
-                scale ** 2, "exp_avg_sq")
+    assert_same(
+        opt.state_dict()["exp_avg_sq"], state["exp_avg_sq"].cpu().numpy(), scale**2, "exp_avg_sq"
+    )
 
 
 def test_a_torch_parameter_that_requires_grad_is_refused_clearly():

@@ -1,5 +1,7 @@
 """The learning-rate tools on parameters that live on the GPU: the sweep, the range test
-and the gradient check give what they give on the host, and restore the device buffers."""
+and the gradient check give what they give on the host, and restore the device buffers.
+"""
+
 import numpy as np
 import pytest
 from numba import cuda
@@ -42,8 +44,13 @@ def test_sweep_on_the_gpu_matches_the_host_and_restores_the_buffers():
         fp = both(device)
         assert fp.device == device
         fp.grad.copy_to_device(np.full(6, 7.0)) if device == "cuda" else fp.grad.fill(7.0)
-        results[device] = fastopt.sweep(least_squares, fp, optimizer=fastopt.Adam,
-                                        lrs=[1e-3, 1e-2, 1e-1, 1.0, 10.0], iterations=8)
+        results[device] = fastopt.sweep(
+            least_squares,
+            fp,
+            optimizer=fastopt.Adam,
+            lrs=[1e-3, 1e-2, 1e-1, 1.0, 10.0],
+            iterations=8,
+        )
         np.testing.assert_array_equal(host(fp.data), both("cpu").data)
         np.testing.assert_array_equal(host(fp.grad), 7.0)
     gpu, cpu = results["cuda"], results["cpu"]
@@ -56,8 +63,7 @@ def test_range_test_on_a_plain_device_array():
     p0 = np.concatenate([W0["w"], W0["c"]])
     d = cuda.to_device(p0)
     gpu = fastopt.lr_range_test(least_squares, d, optimizer=fastopt.SGD, iterations=12)
-    cpu = fastopt.lr_range_test(least_squares, p0.copy(), optimizer=fastopt.SGD,
-                                iterations=12)
+    cpu = fastopt.lr_range_test(least_squares, p0.copy(), optimizer=fastopt.SGD, iterations=12)
     np.testing.assert_array_equal(gpu.costs, cpu.costs)
     assert gpu.suggested_lr == cpu.suggested_lr
     np.testing.assert_array_equal(d.copy_to_host(), p0)

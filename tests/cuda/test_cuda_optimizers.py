@@ -1,14 +1,17 @@
 """CUDA kernels == CPU kernels == NumPy reference, params and every state buffer, all options,
 float32 and float64, over several steps with a changing learning rate; device buffers,
-clipping and skipping on the device, checkpoints, and bad input."""
+clipping and skipping on the device, checkpoints, and bad input.
+"""
+
 import numpy as np
 import pytest
-from cuda_helpers import MAX_BLOCKS, SIMULATED, SIZES, THREADS, assert_same
 from numba import cuda
 
 import fastopt
-import reference
 from fastopt.kernels import cuda as kernels
+
+import reference
+from cuda_helpers import MAX_BLOCKS, SIMULATED, SIZES, THREADS, assert_same
 from registry import CASE_IDS, CASES, DTYPES, gradients, lr_schedule, make
 
 STEPS = 5
@@ -50,8 +53,9 @@ def test_cuda_matches_cpu_kernel_and_reference(name, options, dtype, size, rng):
     assert_same(p, cpu_p, scale)
     for key in ref_state:
         if key != "step":
-            squared = scale ** 2 if key in ("sum", "square_avg", "exp_avg_sq",
-                                            "max_exp_avg_sq") else scale
+            squared = (
+                scale**2 if key in ("sum", "square_avg", "exp_avg_sq", "max_exp_avg_sq") else scale
+            )
             assert sd[key].dtype == dtype
             assert_same(sd[key], ref_state[key], squared, key)
             assert_same(sd[key], cpu_opt.state[key], squared, key)
@@ -72,20 +76,26 @@ def test_threads_per_block_must_be_a_power_of_two(monkeypatch):
 
 def flat_params(device, dtype=np.float32):
     rng = np.random.default_rng(7)
-    arrays = {"W": rng.standard_normal((5, 3)), "b": rng.standard_normal(3),
-              "c": rng.standard_normal(4), "d": rng.standard_normal((2, 2))}
-    return fastopt.FlatParams(arrays, dtype=dtype, groups={"no_decay": ["b", "c"]},
-                              device=device)
+    arrays = {
+        "W": rng.standard_normal((5, 3)),
+        "b": rng.standard_normal(3),
+        "c": rng.standard_normal(4),
+        "d": rng.standard_normal((2, 2)),
+    }
+    return fastopt.FlatParams(arrays, dtype=dtype, groups={"no_decay": ["b", "c"]}, device=device)
 
 
 def test_flatparams_on_device_with_parameter_groups_matches_cpu(rng):
     gpu, cpu = flat_params("cuda"), flat_params("cpu")
     assert (gpu.device, cpu.device) == ("cuda", "cpu")
     np.testing.assert_array_equal(gpu.data.copy_to_host(), cpu.data)
-    groups = [{"params": "no_decay", "weight_decay": 0.0, "lr_scale": 0.5},
-              {"params": slice(7, 9), "lr": 0.05}]
-    opts = [fastopt.AdamW(fp, lr=lr_schedule, amsgrad=True, param_groups=groups)
-            for fp in (gpu, cpu)]
+    groups = [
+        {"params": "no_decay", "weight_decay": 0.0, "lr_scale": 0.5},
+        {"params": slice(7, 9), "lr": 0.05},
+    ]
+    opts = [
+        fastopt.AdamW(fp, lr=lr_schedule, amsgrad=True, param_groups=groups) for fp in (gpu, cpu)
+    ]
     assert opts[0].device == "cuda" and len(opts[0].param_groups) == 3
     for _ in range(STEPS):
         for name in cpu.names:
@@ -116,8 +126,9 @@ def test_flatparams_packs_device_arrays_and_moves_between_devices(rng):
     view.copy_to_device(np.ones((4, 3)))
     assert fp.grad.copy_to_host()[fp.slices["W"]].sum() == 12
     with pytest.raises(TypeError, match=r"device array 'W' has dtype float64"):
-        fastopt.FlatParams({"W": cuda.to_device(host["W"]), "b": np.zeros(2, np.float32)},
-                           dtype=np.float32)
+        fastopt.FlatParams(
+            {"W": cuda.to_device(host["W"]), "b": np.zeros(2, np.float32)}, dtype=np.float32
+        )
 
 
 def test_optimizer_on_device_flatparams_uses_its_gradient_buffer():
@@ -125,8 +136,7 @@ def test_optimizer_on_device_flatparams_uses_its_gradient_buffer():
     opt = fastopt.SGD(fp, lr=0.5)
     fp.grad.copy_to_device(np.ones(fp.size))
     assert opt.step()
-    np.testing.assert_array_equal(fp.data.copy_to_host(),
-                                  flat_params("cpu", np.float64).data - 0.5)
+    np.testing.assert_array_equal(fp.data.copy_to_host(), flat_params("cpu", np.float64).data - 0.5)
 
 
 @pytest.mark.parametrize("name, options", CASES, ids=CASE_IDS)
@@ -164,14 +174,14 @@ class TransferCounter:
         def counted(*args, **kwargs):
             self.count += 1
             return function(*args, **kwargs)
+
         return counted
 
     def _wrap(self, monkeypatch, cls, method):
         monkeypatch.setattr(cls, method, self._counted(getattr(cls, method)))
 
 
-@pytest.mark.parametrize("extra", [{}, {"max_grad_norm": 1.0}],
-                         ids=["plain", "clipping"])
+@pytest.mark.parametrize("extra", [{}, {"max_grad_norm": 1.0}], ids=["plain", "clipping"])
 def test_a_step_copies_nothing_between_host_and_device(extra, rng, monkeypatch):
     size = SIZES[-1]
     d = cuda.to_device(rng.standard_normal(size).astype(np.float32))
@@ -182,7 +192,8 @@ def test_a_step_copies_nothing_between_host_and_device(extra, rng, monkeypatch):
     for _ in range(3):
         assert opt.step(g)
     assert counter.count == 0
-    opt.last_grad_norm  # reading it back is a copy, on request
+    norm = opt.last_grad_norm  # reading it back is a copy, on request
+    assert (norm is None) == (not extra)
     assert counter.count == (1 if extra else 0)
 
 
@@ -192,10 +203,12 @@ def test_skip_nonfinite_on_device_leaves_everything_unchanged(bad, rng):
     p0 = rng.standard_normal(size).astype(np.float32)
     grads = gradients(rng, size, np.float32, 3)
     grads[1, size // 2] = bad
-    p, opt, results = run_cuda("Adam", {"amsgrad": True}, p0, grads, skip_nonfinite=True,
-                               max_grad_norm=5.0)
-    cpu_p, cpu_opt, cpu_results = run_cpu("Adam", {"amsgrad": True}, p0, grads,
-                                          skip_nonfinite=True, max_grad_norm=5.0)
+    p, opt, results = run_cuda(
+        "Adam", {"amsgrad": True}, p0, grads, skip_nonfinite=True, max_grad_norm=5.0
+    )
+    cpu_p, cpu_opt, cpu_results = run_cpu(
+        "Adam", {"amsgrad": True}, p0, grads, skip_nonfinite=True, max_grad_norm=5.0
+    )
     assert results == cpu_results == [True, False, True]
     assert opt.skipped_steps == 1 and opt.step_count == 2
     np.testing.assert_allclose(p, cpu_p, rtol=1e-6, atol=1e-7)
@@ -235,8 +248,7 @@ def test_grad_norm_reduction_is_deterministic_and_exact_enough(rng):
     norm.compute(g, 1.0, 1.0, None)
     second = norm.sumsq()
     assert first == second
-    np.testing.assert_allclose(first, np.sum(g.copy_to_host().astype(np.float64) ** 2),
-                               rtol=1e-13)
+    np.testing.assert_allclose(first, np.sum(g.copy_to_host().astype(np.float64) ** 2), rtol=1e-13)
 
 
 def test_state_dict_moves_between_gpu_and_cpu_and_resumes(rng):
@@ -323,6 +335,7 @@ def test_placement_errors(rng):
     with pytest.raises(NotImplementedError, match="host buffers only"):
         opt.shard(0, 2)
     from fastopt.distributed import DataParallel
+
     with pytest.raises(NotImplementedError, match="this optimizer is on the GPU"):
         DataParallel(opt)
 
@@ -330,6 +343,7 @@ def test_placement_errors(rng):
 def test_gpu_bench_script_runs(capsys):
     import runpy
     import sys
+
     argv = sys.argv
     sys.argv = ["gpu_bench.py", "--sizes", "64", "--repeat", "2", "--dtype", "float32"]
     try:
@@ -347,18 +361,28 @@ def test_gpu_bench_script_runs(capsys):
 FUNCTIONAL = [
     ("sgd_", ["momentum_buffer"], {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
     ("adagrad_", ["state_sum"], {"step": 3, "lr": 0.1, "lr_decay": 0.01}),
-    ("rmsprop_", ["square_avg", "grad_avg", "momentum_buffer"],
-     {"lr": 0.01, "centered": True, "momentum": 0.5, "maximize": True}),
-    ("adam_", ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
-     {"step": 4, "lr": 0.01, "amsgrad": True, "weight_decay": 0.1,
-      "decoupled_weight_decay": True}),
+    (
+        "rmsprop_",
+        ["square_avg", "grad_avg", "momentum_buffer"],
+        {"lr": 0.01, "centered": True, "momentum": 0.5, "maximize": True},
+    ),
+    (
+        "adam_",
+        ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+        {
+            "step": 4,
+            "lr": 0.01,
+            "amsgrad": True,
+            "weight_decay": 0.1,
+            "decoupled_weight_decay": True,
+        },
+    ),
 ]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name, states, options", FUNCTIONAL, ids=[f[0] for f in FUNCTIONAL])
-def test_functional_updates_on_device_arrays_match_the_host(name, states, options, dtype,
-                                                            rng):
+def test_functional_updates_on_device_arrays_match_the_host(name, states, options, dtype, rng):
     shape = (SIZES[-1],)
     host = [rng.standard_normal(shape).astype(dtype) for _ in range(2 + len(states))]
     host[2:] = [np.zeros(shape, dtype) for _ in states]  # a consistent starting state
@@ -370,7 +394,8 @@ def test_functional_updates_on_device_arrays_match_the_host(name, states, option
     for index, (h, d) in enumerate(zip(host, device)):
         assert_same(d.copy_to_host(), h, name=str(index))
     assert fastopt.functional.grad_norm(device[1]) == pytest.approx(
-        fastopt.functional.grad_norm(host[1]), rel=1e-13)
+        fastopt.functional.grad_norm(host[1]), rel=1e-13
+    )
 
 
 def test_functional_on_device_checks_before_running(rng):
@@ -384,7 +409,6 @@ def test_functional_on_device_checks_before_running(rng):
     with pytest.raises(TypeError, match="exp_avg must be a device array like param"):
         fastopt.functional.adam_(p, g, np.zeros(SIZES[-1]), v, step=1)
     with pytest.raises(TypeError, match="expects float64 but got float32"):
-        fastopt.functional.adam_(p, g, m, cuda.to_device(np.zeros(SIZES[-1], np.float32)),
-                                 step=1)
+        fastopt.functional.adam_(p, g, m, cuda.to_device(np.zeros(SIZES[-1], np.float32)), step=1)
     np.testing.assert_array_equal(p.copy_to_host(), before)
     assert not m.copy_to_host().any()

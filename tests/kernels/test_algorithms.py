@@ -1,5 +1,7 @@
 """Each algorithm's home under fastopt.kernels: one loop source with one argument order for
-both backends, named host scalars, and the optimizer classes built on them."""
+both backends, named host scalars, and the optimizer classes built on them.
+"""
+
 import inspect
 
 import numpy as np
@@ -8,11 +10,18 @@ import pytest
 import fastopt
 from fastopt.kernels import ALGORITHMS, host
 
-STATE_PARAMETERS = {"sgd": ["momentum_buffer"], "adagrad": ["state_sum"],
-                    "rmsprop": ["square_avg", "grad_avg", "momentum_buffer"],
-                    "adam": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]}
-CLASSES = {"sgd": [fastopt.SGD], "adagrad": [fastopt.Adagrad], "rmsprop": [fastopt.RMSprop],
-           "adam": [fastopt.Adam, fastopt.AdamW]}
+STATE_PARAMETERS = {
+    "sgd": ["momentum_buffer"],
+    "adagrad": ["state_sum"],
+    "rmsprop": ["square_avg", "grad_avg", "momentum_buffer"],
+    "adam": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+}
+CLASSES = {
+    "sgd": [fastopt.SGD],
+    "adagrad": [fastopt.Adagrad],
+    "rmsprop": [fastopt.RMSprop],
+    "adam": [fastopt.Adam, fastopt.AdamW],
+}
 
 
 def parameters(function):
@@ -20,8 +29,13 @@ def parameters(function):
 
 
 def kernel_order(algorithm):
-    return ["param", "grad", *STATE_PARAMETERS[algorithm.name], "grad_scale",
-            *algorithm.scalars._fields]
+    return [
+        "param",
+        "grad",
+        *STATE_PARAMETERS[algorithm.name],
+        "grad_scale",
+        *algorithm.scalars._fields,
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
@@ -54,25 +68,35 @@ def test_host_scalars_are_named_fields_of_the_kernel_order(name, rng):
 
 
 def test_named_scalars_carry_the_step_dependent_values():
-    adam = ALGORITHMS["adam"].host_scalars(lr=0.1, betas=(0.9, 0.99), eps=1e-8,
-                                           weight_decay=0.5, decoupled_weight_decay=True,
-                                           amsgrad=False, step=2)
-    assert adam.step_size == pytest.approx(0.1 / (1 - 0.9 ** 2))
-    assert adam.bias_correction2_sqrt == pytest.approx((1 - 0.99 ** 2) ** 0.5)
+    adam = ALGORITHMS["adam"].host_scalars(
+        lr=0.1,
+        betas=(0.9, 0.99),
+        eps=1e-8,
+        weight_decay=0.5,
+        decoupled_weight_decay=True,
+        amsgrad=False,
+        step=2,
+    )
+    assert adam.step_size == pytest.approx(0.1 / (1 - 0.9**2))
+    assert adam.bias_correction2_sqrt == pytest.approx((1 - 0.99**2) ** 0.5)
     assert adam.decay_factor == pytest.approx(1 - 0.1 * 0.5) and adam.weight_decay == 0.0
-    adagrad = ALGORITHMS["adagrad"].host_scalars(lr=0.1, lr_decay=0.5, weight_decay=0.0,
-                                                 eps=1e-10, step=3)
+    adagrad = ALGORITHMS["adagrad"].host_scalars(
+        lr=0.1, lr_decay=0.5, weight_decay=0.0, eps=1e-10, step=3
+    )
     assert adagrad.clr == pytest.approx(0.1 / 2)
-    sgd = ALGORITHMS["sgd"].host_scalars(lr=0.1, weight_decay=0.0, momentum=0.9,
-                                         dampening=0.25, nesterov=False, first_step=True)
+    sgd = ALGORITHMS["sgd"].host_scalars(
+        lr=0.1, weight_decay=0.0, momentum=0.9, dampening=0.25, nesterov=False, first_step=True
+    )
     assert sgd.one_minus_dampening == 0.75 and sgd.first_step
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_the_loop_runs_as_plain_python_like_the_compiled_kernel(name, rng):
     """The loop source is the same for every backend; run uncompiled (one thread over all
-    elements, the names bound to plain Python) it gives the compiled kernel's result."""
+    elements, the names bound to plain Python) it gives the compiled kernel's result.
+    """
     from fastopt._jit import bind
+
     algorithm = ALGORITHMS[name]
     size = 33
     param, grad = rng.standard_normal(size), rng.standard_normal(size)

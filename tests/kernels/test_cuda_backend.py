@@ -1,5 +1,7 @@
 """The CUDA backend without a GPU: the simulator suite (tests/cuda, in its own process),
-every kernel compiled for real to PTX, and the errors for a missing extra, driver or GPU."""
+every kernel compiled for real to PTX, and the errors for a missing extra, driver or GPU.
+"""
+
 import os
 import pathlib
 import subprocess
@@ -17,17 +19,22 @@ def test_simulator_suite_passes(cuda_kernels):
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", FASTOPT_CUDA_TESTS="1")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "tests/cuda", "-q", "-p", "no:cacheprovider"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     summary = output.strip().splitlines()[-1]
-    assert " passed" in summary and "skipped" not in summary and "failed" not in summary, \
-        summary
+    assert " passed" in summary and "skipped" not in summary and "failed" not in summary, summary
 
 
 def ptx_signatures(dtype):
     from numba import boolean, float64, int64
     from numba.np.numpy_support import from_dtype
+
     a, scale, f = from_dtype(np.dtype(dtype))[::1], float64[::1], float64
     return {
         "sgd": (a, a, a, scale, f, f, f, f, boolean, boolean),
@@ -48,8 +55,10 @@ UPDATE_KERNELS = ("sgd", "adagrad", "rmsprop", "adam")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_every_kernel_compiles_to_ptx(cuda_kernels, dtype, cc):
     """A real NVVM compilation (no GPU needed): catches typing errors the simulator, which
-    runs the kernels as Python, would let through."""
+    runs the kernels as Python, would let through.
+    """
     from numba import cuda
+
     suffix = "f32" if dtype == np.float32 else "f64"
     for name, signature in ptx_signatures(dtype).items():
         compiled = cuda_kernels.KERNELS.get(name) or getattr(cuda_kernels, name)
@@ -63,13 +72,16 @@ def test_every_kernel_compiles_to_ptx(cuda_kernels, dtype, cc):
 
 
 def test_importing_fastopt_never_imports_numba_cuda():
-    code = ("import sys, numpy as np, fastopt\n"
-            "p = fastopt.FlatParams({'w': np.zeros(3, np.float32)})\n"
-            "fastopt.Adam(p, max_grad_norm=1.0).step()\n"
-            "loaded = [m for m in sys.modules if m.startswith(('numba.cuda', 'numba_cuda'))]\n"
-            "assert not loaded, loaded\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300)
+    code = (
+        "import sys, numpy as np, fastopt\n"
+        "p = fastopt.FlatParams({'w': np.zeros(3, np.float32)})\n"
+        "fastopt.Adam(p, max_grad_norm=1.0).step()\n"
+        "loaded = [m for m in sys.modules if m.startswith(('numba.cuda', 'numba_cuda'))]\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -78,16 +90,23 @@ def no_gpu(cuda_kernels):
         pytest.skip("this machine has a GPU: the no-GPU error cannot happen")
 
 
-@pytest.mark.parametrize("make", [
-    lambda: fastopt.Adam(np.zeros(3, np.float32), device="cuda"),
-    lambda: fastopt.SGD(fastopt.FlatParams([np.zeros(3)]), lr=0.1, device="cuda"),
-    lambda: fastopt.FlatParams({"w": np.zeros(3)}, device="cuda"),
-    lambda: fastopt.FlatParams({"w": np.zeros(3)}).to("cuda"),
-], ids=["array", "flatparams", "pack", "to"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: fastopt.Adam(np.zeros(3, np.float32), device="cuda"),
+        lambda: fastopt.SGD(fastopt.FlatParams([np.zeros(3)]), lr=0.1, device="cuda"),
+        lambda: fastopt.FlatParams({"w": np.zeros(3)}, device="cuda"),
+        lambda: fastopt.FlatParams({"w": np.zeros(3)}).to("cuda"),
+    ],
+    ids=["array", "flatparams", "pack", "to"],
+)
 def test_asking_for_cuda_without_a_gpu_says_what_is_missing(cuda_kernels, make):
     no_gpu(cuda_kernels)
-    with pytest.raises(RuntimeError, match=r"device='cuda' needs a usable NVIDIA GPU, but "
-                                           r"none was found: CUDA driver library cannot be found"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"device='cuda' needs a usable NVIDIA GPU, but "
+        r"none was found: CUDA driver library cannot be found",
+    ):
         make()
 
 
@@ -101,13 +120,18 @@ class FakeDeviceArray:
     """An object with ``__cuda_array_interface__`` only, as CuPy or torch hand one over."""
 
     def __init__(self, shape, typestr="<f4", strides=None, readonly=False):
-        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr,
-                                         "strides": strides, "data": (1 << 20, readonly),
-                                         "version": 3}
+        self.__cuda_array_interface__ = {
+            "shape": shape,
+            "typestr": typestr,
+            "strides": strides,
+            "data": (1 << 20, readonly),
+            "version": 3,
+        }
 
 
 def test_device_arrays_are_recognised_without_importing_cuda():
     from fastopt.kernels import backend
+
     assert backend.is_device_array(FakeDeviceArray((3,)))
     assert not backend.is_device_array(np.zeros(3))
 
@@ -119,25 +143,33 @@ def test_cpu_optimizer_refuses_device_arrays_before_touching_cuda():
 
 @pytest.mark.parametrize("device", ["gpu", "CUDA", None, 0])
 def test_invalid_device_names(device):
-    with pytest.raises(ValueError, match=r"Invalid device: .* \(expected 'cpu', 'cuda' or "
-                                         r"'auto'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid device: .* \(expected 'cpu', 'cuda' or "
+        r"'auto'\)",
+    ):
         fastopt.SGD(np.zeros(3), lr=0.1, device=device)
 
 
-@pytest.mark.parametrize("array, error, message", [
-    (FakeDeviceArray((3, 4), strides=(4, 16)), ValueError, "must be C-contiguous"),
-    (FakeDeviceArray((3,), readonly=True), ValueError, "must be writeable"),
-    (FakeDeviceArray((3,), typestr="<f2"), TypeError, "must be float32 or float64"),
-    (FakeDeviceArray((0,)), ValueError, "empty parameter list"),
-])
+@pytest.mark.parametrize(
+    "array, error, message",
+    [
+        (FakeDeviceArray((3, 4), strides=(4, 16)), ValueError, "must be C-contiguous"),
+        (FakeDeviceArray((3,), readonly=True), ValueError, "must be writeable"),
+        (FakeDeviceArray((3,), typestr="<f2"), TypeError, "must be float32 or float64"),
+        (FakeDeviceArray((0,)), ValueError, "empty parameter list"),
+    ],
+)
 def test_device_array_layout_checks(cuda_kernels, array, error, message):
     from fastopt._validation import check_device_buffer
+
     with pytest.raises(error, match=message):
         check_device_buffer("params", cuda_kernels.device_layout(array))
 
 
 def test_device_array_layout_of_a_contiguous_array(cuda_kernels):
     from fastopt._validation import check_device_like
+
     layout = cuda_kernels.device_layout(FakeDeviceArray((3, 4), strides=(16, 4)))
     assert layout == ((3, 4), np.dtype(np.float32), True, True)
     check_device_like("grad", layout, (3, 4), np.dtype(np.float32))
@@ -150,9 +182,11 @@ class RequiresGradTensor:
 
     @property
     def __cuda_array_interface__(self):
-        raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires "
-                           "grad. If gradients aren't required, use var.detach() to get "
-                           "Variable that doesn't require grad.")
+        raise RuntimeError(
+            "Can't get __cuda_array_interface__ on Variable that requires "
+            "grad. If gradients aren't required, use var.detach() to get "
+            "Variable that doesn't require grad."
+        )
 
 
 def test_a_tensor_that_requires_grad_gets_a_fastopt_error():
@@ -162,11 +196,12 @@ def test_a_tensor_that_requires_grad_gets_a_fastopt_error():
         fastopt.FlatParams([RequiresGradTensor()])
 
 
-def test_small_grids_are_configured_without_a_low_occupancy_warning(cuda_kernels,
-                                                                    monkeypatch):
+def test_small_grids_are_configured_without_a_low_occupancy_warning(cuda_kernels, monkeypatch):
     """numba-cuda warns for grids under 128 blocks; fastopt asks for small grids on
-    purpose (small groups, the reduction's one-block second pass)."""
+    purpose (small groups, the reduction's one-block second pass).
+    """
     import warnings
+
     if cuda_kernels.simulated():
         pytest.skip("the simulator does not warn")
     with warnings.catch_warnings():

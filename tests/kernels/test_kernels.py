@@ -1,5 +1,7 @@
 """Kernel properties: one compilation per dtype, no allocation, serial == parallel, clipping,
-non-finite gradients and parameter groups."""
+non-finite gradients and parameter groups.
+"""
+
 import tracemalloc
 
 import numpy as np
@@ -9,11 +11,14 @@ from numba.core.runtime import _nrt_python, rtsys
 import fastopt
 from fastopt import _config
 from fastopt.kernels import host
+
 import reference
 from registry import CASE_IDS, CASES, gradients, lr_schedule, make
 
 KERNELS = [kernel for pair in host.KERNELS.values() for kernel in pair] + [
-    host.grad_sumsq_serial, host.grad_sumsq_parallel]
+    host.grad_sumsq_serial,
+    host.grad_sumsq_parallel,
+]
 
 
 def signature_count():
@@ -107,8 +112,9 @@ def test_grad_norm_is_the_same_for_any_thread_count(rng):
     finally:
         fastopt.set_num_threads(threads)
     assert all(v == serial for v in values)
-    np.testing.assert_allclose(fastopt.functional.grad_norm(g),
-                               np.linalg.norm(g.astype(np.float64)), rtol=1e-13)
+    np.testing.assert_allclose(
+        fastopt.functional.grad_norm(g), np.linalg.norm(g.astype(np.float64)), rtol=1e-13
+    )
 
 
 @pytest.mark.parametrize("name, options", CASES, ids=CASE_IDS)
@@ -124,8 +130,7 @@ def test_clipping_matches_reference_with_scaled_gradient(name, options, rng):
         opt.step(g)
         scale = reference.clip_scale(g, 20.0)
         clipped += scale < 1
-        reference.UPDATES[name](ref_p, g, ref_state, lr=lr_schedule(t), grad_scale=scale,
-                                **options)
+        reference.UPDATES[name](ref_p, g, ref_state, lr=lr_schedule(t), grad_scale=scale, **options)
         np.testing.assert_allclose(opt.last_grad_norm, np.linalg.norm(g), rtol=1e-13)
     assert clipped >= 5
     np.testing.assert_allclose(p, ref_p, rtol=1e-12, atol=1e-13)
@@ -172,7 +177,7 @@ def test_skip_nonfinite_leaves_everything_untouched(name, options, size, bad, rn
 def test_huge_finite_float64_gradient_is_not_skipped():
     p = np.zeros(4)
     opt = fastopt.SGD(p, lr=1e-200, skip_nonfinite=True)
-    g = np.array([1e200, -1e200, 3.0, 0.0])   # its sum of squares overflows
+    g = np.array([1e200, -1e200, 3.0, 0.0])  # its sum of squares overflows
     assert opt.step(g) is True
     np.testing.assert_array_equal(p, [-1.0, 1.0, -3e-200, 0.0])
 
@@ -207,14 +212,25 @@ def test_nonfinite_gradient_propagates_by_default_like_torch(rng, torch):
 
 
 def test_parameter_groups_equal_separate_optimizers(rng):
-    arrays = {"W1": rng.standard_normal((30, 20)), "b1": rng.standard_normal(20),
-              "W2": rng.standard_normal((20, 5)), "b2": rng.standard_normal(5)}
+    arrays = {
+        "W1": rng.standard_normal((30, 20)),
+        "b1": rng.standard_normal(20),
+        "W2": rng.standard_normal((20, 5)),
+        "b2": rng.standard_normal(5),
+    }
     fp = fastopt.FlatParams(arrays, groups={"bias": ["b1", "b2"], "head": ["W2"]})
     assert fp.segments["bias"] == slice(0, 25) and fp.segments["default"] == slice(125, 725)
-    opt = fastopt.AdamW(fp, lr=lr_schedule, weight_decay=0.1, param_groups=[
-        {"params": "bias", "weight_decay": 0.0}, {"params": ["W2"], "lr_scale": 3.0}])
+    opt = fastopt.AdamW(
+        fp,
+        lr=lr_schedule,
+        weight_decay=0.1,
+        param_groups=[{"params": "bias", "weight_decay": 0.0}, {"params": ["W2"], "lr_scale": 3.0}],
+    )
     assert [(g["params"], g["start"], g["stop"]) for g in opt.param_groups] == [
-        ("bias", 0, 25), (["W2"], 25, 125), ("default", 125, 725)]
+        ("bias", 0, 25),
+        (["W2"], 25, 125),
+        ("default", 125, 725),
+    ]
     assert len(opt._plan.segments) == 3
 
     parts = {k: fp.data[s].copy() for k, s in fp.segments.items()}

@@ -1,13 +1,10 @@
 """The finite-difference gradient check."""
-import json
-import subprocess
-import sys
-import warnings
 
 import numpy as np
 import pytest
 
 import fastopt
+
 from problems import quadratic
 
 
@@ -28,7 +25,8 @@ def test_check_grad_passes_a_correct_gradient_and_catches_bugs(dtype):
             elif bug == "scale":
                 g = 2 * g
             grad[:] = g
-            return float(0.5 * np.mean(r ** 2))
+            return float(0.5 * np.mean(r**2))
+
         return loss_grad
 
     before = fp.data.copy()
@@ -48,4 +46,3 @@ def test_check_grad_samples_large_problems_and_includes_the_largest_entry():
     result = fastopt.check_grad(loss_grad, x0, max_coordinates=20)
     assert len(result.coordinates) == 20 and result.ok
     assert int(np.argmax(np.abs(x0 * np.geomspace(3 / 50, 3, 1000)))) in result.coordinates
-

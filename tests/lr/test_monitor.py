@@ -1,10 +1,5 @@
 """The cost monitor."""
-import json
-import subprocess
-import sys
-import warnings
 
-import numpy as np
 import pytest
 
 import fastopt
@@ -18,7 +13,8 @@ def test_cost_monitor_messages_and_actions():
     assert monitor.events[0].message == (
         "cost went up at iteration 2 (3 -> 3.4): the learning rate may be too large, or the "
         "gradient may be wrong; try lr/3, or a very small lr to check that the cost then "
-        "decreases every iteration")
+        "decreases every iteration"
+    )
     assert monitor.summary() == "4 iterations, cost 3.1 -> 2, went up 1 time"
 
     with pytest.warns(fastopt.CostWarning, match=r"cost went up at iteration 1 \(1 -> 2\)"):
@@ -47,7 +43,6 @@ def test_cost_monitor_drives_reduce_on_plateau():
     for cost in [5, 4, 4, 4, 4]:
         monitor(cost)
     assert plateau(0) == pytest.approx(0.01)
-
 
 
 def test_monitor_feeds_nan_costs_to_the_plateau_as_bad_steps():

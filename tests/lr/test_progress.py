@@ -1,13 +1,6 @@
 """The progress bar's terminal rules."""
-import json
-import subprocess
-import sys
-import warnings
 
-import numpy as np
 import pytest
-
-import fastopt
 
 
 class _Terminal:
@@ -24,10 +17,13 @@ class _Terminal:
         pass
 
 
-@pytest.mark.parametrize("tty, enabled, shown", [(True, None, True), (False, None, False),
-                                                 (True, False, False), (False, True, True)])
+@pytest.mark.parametrize(
+    "tty, enabled, shown",
+    [(True, None, True), (False, None, False), (True, False, False), (False, True, True)],
+)
 def test_progress_bar_only_on_a_terminal_unless_asked(tty, enabled, shown):
     from fastopt.lr.progress import Progress
+
     stream = _Terminal(tty)
     bar = Progress(10, "sweep", enabled=enabled, delay=0.0, stream=stream)
     for _ in range(10):
@@ -37,5 +33,3 @@ def test_progress_bar_only_on_a_terminal_unless_asked(tty, enabled, shown):
     assert bool(text) == shown
     if shown:
         assert "sweep [" in text and "10/10" in text and text.endswith("\n")
-
-

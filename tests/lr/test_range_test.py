@@ -1,13 +1,13 @@
 """The learning-rate range test."""
+
 import json
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
 
 import fastopt
+
 from problems import quadratic
 
 
@@ -18,7 +18,7 @@ def test_range_test_finds_the_stability_edge_and_restores(tmp_path):
     assert x.tobytes() == x0.tobytes()
     assert result.stopped_at is not None and result.lrs[result.stopped_at] > 2 / 4.0
     assert 1e-3 < result.suggested_lr < 2 / 4.0
-    assert np.isnan(result.costs[result.stopped_at + 1:]).all()
+    assert np.isnan(result.costs[result.stopped_at + 1 :]).all()
     np.testing.assert_allclose(result.lrs[[0, -1]], [1e-5, 100])
     assert "suggestion lr=" in result.reason and "fastopt.sweep" in result.reason
     assert json.loads(json.dumps(result.to_dict()))["stopped_at"] == result.stopped_at
@@ -28,4 +28,3 @@ def test_range_test_finds_the_stability_edge_and_restores(tmp_path):
         warnings.simplefilter("ignore", DeprecationWarning)
         result.plot(tmp_path / "range.png")
     assert (tmp_path / "range.png").read_bytes()[:4] == b"\x89PNG"
-

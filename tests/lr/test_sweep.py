@@ -1,7 +1,6 @@
 """The learning-rate sweep: picks, verdicts, restores and its result."""
+
 import json
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 
 import fastopt
 from fastopt.lr.sweep import DEFAULT_LRS, classify
+
 from problems import logistic_problem, quadratic
 
 
@@ -28,12 +28,16 @@ def test_quadratic_stability_edge(top_curvature, dim, dtype):
     assert result.verdicts[result.best_index] == "good"
     assert result.costs.shape == (len(DEFAULT_LRS), 51)
 
-@pytest.mark.parametrize("optimizer, options, compare_with", [
-    (fastopt.SGD, {}, ("good", "slow", "oscillating")),
-    (fastopt.Adam, {}, ("good", "slow", "oscillating")),
-    # with momentum, lr=3 ends lower but rises on 5 of 40 updates: never picked
-    (fastopt.SGD, {"momentum": 0.9}, ("good", "slow")),
-])
+
+@pytest.mark.parametrize(
+    "optimizer, options, compare_with",
+    [
+        (fastopt.SGD, {}, ("good", "slow", "oscillating")),
+        (fastopt.Adam, {}, ("good", "slow", "oscillating")),
+        # with momentum, lr=3 ends lower but rises on 5 of 40 updates: never picked
+        (fastopt.SGD, {"momentum": 0.9}, ("good", "slow")),
+    ],
+)
 def test_logistic_regression_pick_reaches_the_lowest_cost(optimizer, options, compare_with):
     w0, loss_grad = logistic_problem()
     w = w0.copy()
@@ -41,11 +45,14 @@ def test_logistic_regression_pick_reaches_the_lowest_cost(optimizer, options, co
     result = fastopt.sweep(loss_grad, w, optimizer=optimizer, lrs=lrs, iterations=40, **options)
     assert w.tobytes() == w0.tobytes()
     assert result.verdicts[-1] in ("diverged", "oscillating") and result.best_lr < 10
-    finals = {lr: row[-1] for lr, row, v in zip(result.lrs, result.costs, result.verdicts)
-              if v in compare_with}
+    finals = {
+        lr: row[-1]
+        for lr, row, v in zip(result.lrs, result.costs, result.verdicts)
+        if v in compare_with
+    }
     assert result.best_lr is not None
     best = finals[result.best_lr]
-    assert all(best <= cost for cost in finals.values()), (result.table())
+    assert all(best <= cost for cost in finals.values()), result.table()
     assert best < 0.5 * result.costs[0, 0]
 
 
@@ -66,7 +73,7 @@ def test_params_and_grad_buffer_restored_after_divergence_and_errors():
         fastopt.sweep(loss_grad, fp, lrs=[0.01, 0.1, 0.3, 1.0], iterations=50)
     assert fp.data.tobytes() == before[0].tobytes()
     assert fp.grad.tobytes() == before[1].tobytes()
-    calls["n"] = -10**9
+    calls["n"] = -(10**9)
     result = fastopt.sweep(loss_grad, fp, lrs=[0.01, 0.1, 0.3, 1.0], iterations=50)
     assert result.verdicts[-2:] == ["diverged", "diverged"]
     assert np.isnan(result.costs[-1, 5:]).all()
@@ -74,18 +81,21 @@ def test_params_and_grad_buffer_restored_after_divergence_and_errors():
     assert fp.grad.tobytes() == before[1].tobytes()
 
 
-@pytest.mark.parametrize("costs, verdict", [
-    ([3.0, 2.0, np.nan, np.nan], "diverged"),
-    ([3.0, 2.0, np.inf, 1.0], "diverged"),
-    ([3.0, 5.0, 13.0, 2.0], "diverged"),               # above 4x the start
-    ([3.0, 2.0, 2.5, 3.1], "diverged"),                # ended above the start
-    ([3.0, 2.0, 2.5, 1.5, 1.7, 1.2, 1.0], "oscillating"),   # 2 rises in 6 updates
-    ([3.0, 2.99, 2.985, 2.98], "slow"),                # 0.7% decrease
-    ([3.0] + [3.0 - 0.1 * k for k in range(1, 20)] + [1.2], "good"),  # 1 rise in 20
-    ([3.0, 2.0, 1.0, 0.5], "good"),
-    ([-1.0, -1.5, -2.0], "good"),                      # negative costs work too
-    ([-1.0, -0.5, 4.0], "diverged"),
-])
+@pytest.mark.parametrize(
+    "costs, verdict",
+    [
+        ([3.0, 2.0, np.nan, np.nan], "diverged"),
+        ([3.0, 2.0, np.inf, 1.0], "diverged"),
+        ([3.0, 5.0, 13.0, 2.0], "diverged"),  # above 4x the start
+        ([3.0, 2.0, 2.5, 3.1], "diverged"),  # ended above the start
+        ([3.0, 2.0, 2.5, 1.5, 1.7, 1.2, 1.0], "oscillating"),  # 2 rises in 6 updates
+        ([3.0, 2.99, 2.985, 2.98], "slow"),  # 0.7% decrease
+        ([3.0] + [3.0 - 0.1 * k for k in range(1, 20)] + [1.2], "good"),  # 1 rise in 20
+        ([3.0, 2.0, 1.0, 0.5], "good"),
+        ([-1.0, -1.5, -2.0], "good"),  # negative costs work too
+        ([-1.0, -0.5, 4.0], "diverged"),
+    ],
+)
 def test_verdict_rules(costs, verdict):
     assert classify(costs) == verdict
 
@@ -97,6 +107,7 @@ def test_no_pick_and_gradient_check_when_the_gradient_is_wrong():
         cost = good_loss_grad(x, grad)
         grad *= -1
         return cost
+
     x = x0.copy()
     result = fastopt.sweep(wrong_sign, x, lrs=[1e-4, 1e-3], iterations=10)
     assert result.best_lr is None and result.grad_check is not None
@@ -119,8 +130,15 @@ def test_mini_batch_sweep_replays_the_same_batches():
         r = a[batch] @ x - b[batch]
         grad[:] = a[batch].T @ r / len(batch)
         return float(0.5 * np.mean((a @ x - b) ** 2))
-    result = fastopt.sweep(loss_grad, np.zeros(5), lrs=[0.01, 0.1], iterations=30,
-                           batches=batches, max_increase_share=0.3)
+
+    result = fastopt.sweep(
+        loss_grad,
+        np.zeros(5),
+        lrs=[0.01, 0.1],
+        iterations=30,
+        batches=batches,
+        max_increase_share=0.3,
+    )
     assert seen[:31] == seen[31:62] == [bt[0] for bt in batches]
     assert result.best_lr == 0.1
     with pytest.raises(TypeError, match="one-shot iterator cannot be replayed"):
@@ -164,4 +182,3 @@ def test_invalid_sweep_arguments():
         fastopt.sweep(loss_grad, np.zeros((2, 2)))
     with pytest.raises(TypeError, match=r"loss_grad must return the cost as a number"):
         fastopt.sweep(lambda x, g: "low", x0, lrs=[0.1], iterations=2)
-

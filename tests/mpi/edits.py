@@ -1,5 +1,7 @@
 """Run under mpiexec: learning-rate edits through DataParallel.param_groups, a rejected
-gradient that leaves everything untouched, and the released optimizer."""
+gradient that leaves everything untouched, and the released optimizer.
+"""
+
 import sys
 
 import numpy as np

@@ -4,13 +4,13 @@ and without ZeRO-1; rank 0 writes the final parameters and the gathered state_di
 usage: equivalence.py OUT_DIR [RESUME_DIR]
 With RESUME_DIR, each run starts from the state saved there after STEPS // 2 steps.
 """
+
 import os
 import sys
 
 import numpy as np
 from mpi4py import MPI
 
-import fastopt
 from fastopt.distributed import DataParallel
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -39,14 +39,21 @@ for index, (name, options) in enumerate(CASES):
             fp.grad[:-1] = x[mine].T @ r / len(mine)
             fp.grad[-1] = r.mean()
             if step == 5 and options.get("skip_nonfinite") and rank == ranks - 1:
-                fp.grad[0] = np.nan          # one rank's NaN must skip the step everywhere
+                fp.grad[0] = np.nan  # one rank's NaN must skip the step everywhere
             dp.step()
             if step == STEPS // 2 - 1 and not resume:
                 sd = dp.state_dict()
                 if rank == 0:
-                    np.savez(os.path.join(out_dir, f"half_{index}_{int(zero)}.npz"),
-                             params=fp.data, **{f"sd.{k}": v for k, v in sd.items()})
+                    np.savez(
+                        os.path.join(out_dir, f"half_{index}_{int(zero)}.npz"),
+                        params=fp.data,
+                        **{f"sd.{k}": v for k, v in sd.items()},
+                    )
         sd = dp.state_dict()
         if rank == 0:
-            np.savez(os.path.join(out_dir, f"final_{index}_{int(zero)}.npz"), params=fp.data,
-                     state_bytes=dp.state_bytes(), **{f"sd.{k}": v for k, v in sd.items()})
+            np.savez(
+                os.path.join(out_dir, f"final_{index}_{int(zero)}.npz"),
+                params=fp.data,
+                state_bytes=dp.state_bytes(),
+                **{f"sd.{k}": v for k, v in sd.items()},
+            )

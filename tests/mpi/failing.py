@@ -1,4 +1,5 @@
 """Run under mpiexec: rank 1 raises while rank 0 waits in the gradient Allreduce."""
+
 import numpy as np
 from mpi4py import MPI
 

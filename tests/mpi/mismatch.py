@@ -1,4 +1,5 @@
 """Run under mpiexec: rank 1 builds a buffer one element longer."""
+
 import numpy as np
 from mpi4py import MPI
 

@@ -1,4 +1,5 @@
 """The problem shared by the MPI scripts and the single-process reference in the tests."""
+
 import numpy as np
 
 import fastopt
@@ -22,8 +23,9 @@ def global_batch(step, size=96, dim=37):
 
 def make_optimizer(name, options):
     rng = np.random.default_rng(100)
-    fp = fastopt.FlatParams({"w": rng.standard_normal(37), "b": np.zeros(1)},
-                            groups={"bias": ["b"]})
+    fp = fastopt.FlatParams(
+        {"w": rng.standard_normal(37), "b": np.zeros(1)}, groups={"bias": ["b"]}
+    )
     groups = [{"params": "bias", "weight_decay": 0.0}]
     if name == "RMSprop":
         groups = [{"params": "bias", "lr_scale": 0.5}]

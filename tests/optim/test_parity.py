@@ -1,11 +1,12 @@
 """fastopt vs the NumPy reference (bit for bit) and vs torch.optim (to rounding), params and
-every state buffer, over many steps with a learning rate that changes every step."""
+every state buffer, over many steps with a learning rate that changes every step.
+"""
+
 import numpy as np
 import pytest
 
 import reference
-from registry import (CASE_IDS, CASES, DTYPES, assert_close_to_torch, gradients,
-                      lr_schedule, make)
+from registry import CASE_IDS, CASES, DTYPES, assert_close_to_torch, gradients, lr_schedule, make
 
 SIZES = [1, 7, 1027, 100_003]
 STEPS = 31
@@ -41,8 +42,17 @@ def test_matches_numpy_reference_exactly(name, options, dtype, size, rng):
     assert opt.step_count == STEPS
 
 
-TORCH_STATE = {"momentum_buffer", "sum", "square_avg", "grad_avg", "exp_avg", "exp_avg_sq",
-               "max_exp_avg_sq"}
+TORCH_STATE = {
+    "momentum_buffer",
+    "sum",
+    "square_avg",
+    "grad_avg",
+    "exp_avg",
+    "exp_avg_sq",
+    "max_exp_avg_sq",
+}
+
+
 def rtol_ulps_for(name, options, dtype):
     # Centered RMSprop with a short memory (alpha < 0.5) divides by sqrt(v - g_avg^2),
     # a difference of nearly equal numbers: rounding differences grow by the condition
@@ -70,8 +80,9 @@ def test_matches_torch(name, options, dtype, size, rng, torch):
         topt.step()
 
     grad_scale = np.abs(grads).max(axis=0).astype(np.float64)
-    assert_close_to_torch(p, tp.detach().numpy(), grad_scale, "param",
-                          rtol_ulps=rtol_ulps_for(name, options, dtype))
+    assert_close_to_torch(
+        p, tp.detach().numpy(), grad_scale, "param", rtol_ulps=rtol_ulps_for(name, options, dtype)
+    )
     tstate = topt.state[tp]
     for key in TORCH_STATE & set(tstate):
         assert_close_to_torch(opt.state[key], tstate[key].numpy(), grad_scale, key)

@@ -1,4 +1,5 @@
 """Checkpoints: state_dict round trips, bit-exact resume, deepcopy and pickle."""
+
 import copy
 import pickle
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastopt
+
 from registry import CASE_IDS, CASES, gradients, lr_schedule, make
 
 
@@ -46,7 +48,11 @@ def test_state_dict_is_a_copy_and_plain(rng):
     sd = opt.state_dict()
     assert sd["algorithm"] == "Adam" and sd["step"] == 1 and sd["size"] == 10
     assert sorted(k for k, v in sd.items() if isinstance(v, np.ndarray)) == [
-        "exp_avg", "exp_avg_sq", "group_bounds", "max_exp_avg_sq"]
+        "exp_avg",
+        "exp_avg_sq",
+        "group_bounds",
+        "max_exp_avg_sq",
+    ]
     sd["exp_avg"][:] = 99.0
     assert not np.any(opt.state["exp_avg"] == 99.0)
 
@@ -58,8 +64,9 @@ def test_load_casts_float64_state_into_float32_optimizer(rng):
     p32 = p64.astype(np.float32)
     opt32 = fastopt.RMSprop(p32, centered=True)
     opt32.load_state_dict(opt64.state_dict() | {"dtype": "float32"})
-    np.testing.assert_array_equal(opt32.state["square_avg"],
-                                  opt64.state["square_avg"].astype(np.float32))
+    np.testing.assert_array_equal(
+        opt32.state["square_avg"], opt64.state["square_avg"].astype(np.float32)
+    )
     assert opt32.state["square_avg"].dtype == np.float32
 
 
@@ -67,14 +74,32 @@ def load_errors():
     base = fastopt.Adam(np.zeros(8)).state_dict()
     return [
         (fastopt.Adagrad(np.zeros(8)).state_dict(), r"expects keys"),
-        (base | {"algorithm": "AdamW"}, r"state_dict is from a AdamW optimizer, but this optimizer is Adam"),
-        (fastopt.Adam(np.zeros(9)).state_dict(), r"state_dict is for 9 parameters, but this optimizer has 8"),
-        (fastopt.Adam(np.zeros(8), amsgrad=True).state_dict(), r"expects keys .* but got .*max_exp_avg_sq"),
-        (base | {"exp_avg": np.zeros(7)}, r"state_dict\['exp_avg'\] expects a float array of shape \(8,\)"),
-        (base | {"exp_avg": np.zeros(8, np.int64)}, r"expects a float array of shape \(8,\) but got int64"),
+        (
+            base | {"algorithm": "AdamW"},
+            r"state_dict is from a AdamW optimizer, but this optimizer is Adam",
+        ),
+        (
+            fastopt.Adam(np.zeros(9)).state_dict(),
+            r"state_dict is for 9 parameters, but this optimizer has 8",
+        ),
+        (
+            fastopt.Adam(np.zeros(8), amsgrad=True).state_dict(),
+            r"expects keys .* but got .*max_exp_avg_sq",
+        ),
+        (
+            base | {"exp_avg": np.zeros(7)},
+            r"state_dict\['exp_avg'\] expects a float array of shape \(8,\)",
+        ),
+        (
+            base | {"exp_avg": np.zeros(8, np.int64)},
+            r"expects a float array of shape \(8,\) but got int64",
+        ),
         (base | {"step": -1}, r"Invalid step in state_dict: -1"),
         (base | {"step": 1.5}, r"Invalid step in state_dict"),
-        (base | {"group_bounds": np.array([[0, 4], [4, 8]])}, r"parameter groups \[\[0, 4\], \[4, 8\]\]"),
+        (
+            base | {"group_bounds": np.array([[0, 4], [4, 8]])},
+            r"parameter groups \[\[0, 4\], \[4, 8\]\]",
+        ),
     ]
 
 
@@ -91,13 +116,16 @@ def test_bad_state_dict_changes_nothing(index, rng):
         assert np.asarray(opt.state[key]).tobytes() == value.tobytes()
 
 
-@pytest.mark.parametrize("clone", [copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))],
-                         ids=["deepcopy", "pickle"])
+@pytest.mark.parametrize(
+    "clone", [copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))], ids=["deepcopy", "pickle"]
+)
 def test_copies_are_independent_and_continue_identically(clone, rng):
-    fp = fastopt.FlatParams({"W": rng.standard_normal((40, 30)), "b": np.zeros(30)},
-                            groups={"bias": ["b"]})
-    opt = fastopt.AdamW(fp, lr=0.01, param_groups=[{"params": "bias", "weight_decay": 0.0}],
-                        max_grad_norm=5.0)
+    fp = fastopt.FlatParams(
+        {"W": rng.standard_normal((40, 30)), "b": np.zeros(30)}, groups={"bias": ["b"]}
+    )
+    opt = fastopt.AdamW(
+        fp, lr=0.01, param_groups=[{"params": "bias", "weight_decay": 0.0}], max_grad_norm=5.0
+    )
     fp.grad[:] = rng.standard_normal(fp.size)
     opt.step()
     twin = clone(opt)
@@ -115,8 +143,9 @@ def test_copies_are_independent_and_continue_identically(clone, rng):
     assert twin_fp.data.tobytes() != fp.data.tobytes()
 
 
-@pytest.mark.parametrize("clone", [copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))],
-                         ids=["deepcopy", "pickle"])
+@pytest.mark.parametrize(
+    "clone", [copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))], ids=["deepcopy", "pickle"]
+)
 def test_copy_of_a_plain_array_optimizer_updates_the_copied_array(clone):
     w = np.ones((2, 3))
     w2, opt2 = clone((w, fastopt.SGD(w, lr=0.1)))

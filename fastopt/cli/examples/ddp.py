@@ -8,14 +8,15 @@ the gradients with one collective and every rank applies the same fused update. 
 number of ranks the result matches the single-process run (``python -m
 fastopt.cli.examples.ddp``) up to rounding.
 """
+
 import argparse
 import time
 
 import numpy as np
 
 from ... import optim
-from ..demo import accuracy, init_mlp, loss_and_grad, split_digits
 from ...distributed import DataParallel, _mpi
+from ..demo import accuracy, init_mlp, loss_and_grad, split_digits
 
 
 def main(argv=None):
@@ -29,18 +30,17 @@ def main(argv=None):
     rank, ranks = comm.Get_rank(), comm.Get_size()
     (x_train, y_train), (x_test, y_test) = split_digits()
     fp = init_mlp(x_train.shape[1], 64, 10, np.float64, seed=0)
-    opt = DataParallel(optim.SGD(fp, lr=args.lr, momentum=0.9, nesterov=True), comm,
-                       zero=args.zero)
-    rng = np.random.default_rng(0)        # the same shuffle on every rank
+    opt = DataParallel(optim.SGD(fp, lr=args.lr, momentum=0.9, nesterov=True), comm, zero=args.zero)
+    rng = np.random.default_rng(0)  # the same shuffle on every rank
     seen, compute = 0, 0.0
-    for epoch in range(1, args.epochs + 1):
+    for _epoch in range(1, args.epochs + 1):
         order = rng.permutation(len(y_train))
         for begin in range(0, len(order) - args.batch_size + 1, args.batch_size):
-            batch = order[begin:begin + args.batch_size]
+            batch = order[begin : begin + args.batch_size]
             mine = np.array_split(batch, ranks)[rank]
             start = time.perf_counter()
             loss_and_grad(fp, x_train[mine], y_train[mine])
-            fp.grad *= len(mine) * ranks / len(batch)   # exact global mean for uneven splits
+            fp.grad *= len(mine) * ranks / len(batch)  # exact global mean for uneven splits
             compute += time.perf_counter() - start
             opt.step()
             seen += len(mine)
@@ -48,11 +48,15 @@ def main(argv=None):
     test_accuracy = accuracy(fp, x_test, y_test)
     if rank == 0:
         for r, (n, seconds) in enumerate(rates):
-            print(f"rank {r}: {n} samples, {n / max(seconds, 1e-9):,.0f} samples/s of "
-                  f"forward+backward")
-        print(f"{ranks} rank(s){' ZeRO-1' if args.zero else ''}: {opt.step_count} steps, "
-              f"optimizer state {opt.state_bytes()} bytes on rank 0, "
-              f"final test accuracy {test_accuracy:.4f}")
+            print(
+                f"rank {r}: {n} samples, {n / max(seconds, 1e-9):,.0f} samples/s of "
+                f"forward+backward"
+            )
+        print(
+            f"{ranks} rank(s){' ZeRO-1' if args.zero else ''}: {opt.step_count} steps, "
+            f"optimizer state {opt.state_bytes()} bytes on rank 0, "
+            f"final test accuracy {test_accuracy:.4f}"
+        )
     return 0
 
 
