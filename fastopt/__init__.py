@@ -1,8 +1,10 @@
 """fastopt: fused in-place optimizers over flat NumPy parameter buffers."""
 
+from ._threading import preload_tbb as _preload_tbb
 from ._threading import preload_torch_openmp as _preload_torch_openmp
 
 _preload_torch_openmp()
+_preload_tbb()
 
 from . import functional, schedules  # noqa: E402
 from ._threading import get_num_threads, set_num_threads  # noqa: E402

@@ -7,6 +7,10 @@ magnitude slower for the rest of the process. Importing torch first does not hav
 problem. :func:`preload_torch_openmp` reproduces the good order without importing torch:
 when torch is installed but not imported, it loads torch's bundled OpenMP runtime before
 numba starts its pool, so a later ``import torch`` finds its own runtime already loaded.
+
+:func:`preload_tbb` makes ``NUMBA_THREADING_LAYER=tbb`` work with the ``tbb`` package
+from PyPI: its wheel puts ``libtbb.so.12`` in the environment's ``lib`` folder, where
+numba's TBB pool does not look.
 """
 
 from __future__ import annotations
@@ -46,6 +50,31 @@ def preload_torch_openmp() -> str | None:
             except OSError:
                 continue
             _preloaded = path
+            return path
+    return None
+
+
+def preload_tbb() -> str | None:
+    """Load the ``tbb`` package's libtbb when numba is asked for its TBB layer.
+
+    Returns the path loaded, or None (another layer asked for, no ``tbb`` package, or a
+    libtbb the system already provides).
+    """
+    if str(numba.config.THREADING_LAYER).lower() != "tbb":
+        return None
+    try:
+        from importlib import metadata
+
+        files = metadata.distribution("tbb").files or ()
+    except Exception:  # no tbb package: numba reports what is missing itself
+        return None
+    for file in files:
+        if file.name.startswith("libtbb.so"):
+            path = str(file.locate())
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                continue
             return path
     return None
 

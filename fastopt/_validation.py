@@ -67,8 +67,8 @@ def check_float_dtype(name, dtype):
 
 def check_buffer(name, array, *, writeable=True):
     """A float32/float64 C-contiguous (and, if asked, writeable) ndarray, not empty."""
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, but got {type(array).__name__}")
+    if type(array) is not np.ndarray:
+        _not_an_ndarray(name, array)
     check_float_dtype(name, array.dtype)
     if array.size == 0:
         raise ValueError(f"optimizer got an empty parameter list ({name} has size 0)")
@@ -87,8 +87,8 @@ def check_like(name, array, shape, dtype, reference_name="params"):
     """An ndarray with exactly this shape and dtype (those of ``reference_name``),
     C-contiguous.
     """
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, but got {type(array).__name__}")
+    if type(array) is not np.ndarray:
+        _not_an_ndarray(name, array)
     if array.shape != tuple(shape):
         raise ValueError(
             f"{name} must have the shape of {reference_name}: expects "
@@ -104,15 +104,28 @@ def check_like(name, array, shape, dtype, reference_name="params"):
     return array
 
 
-def scheduled_lr(schedule, step, name="learning rate"):
-    """Evaluate a schedule on the host and check the value it returns."""
-    value = schedule(step)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
+def _not_an_ndarray(name, array):
+    kind = type(array).__name__
+    if isinstance(array, np.ndarray):  # np.matrix, masked arrays, other subclasses
         raise TypeError(
-            f"Invalid {name} from schedule at step {step}: {value!r} (expected a real number)"
-        ) from None
+            f"{name} must be a plain numpy.ndarray, but got {kind}, an ndarray subclass "
+            f"(whose indexing and arithmetic differ): pass np.asarray({name}), a plain view "
+            "of the same memory"
+        )
+    raise TypeError(f"{name} must be a numpy.ndarray, but got {kind}")
+
+
+def scheduled_lr(schedule, step, name="learning rate"):
+    """Evaluate a schedule on the host and check the value it returns: a real number
+    (not a string, bytes, a bool or an array), by the rules of a constant lr.
+    """
+    value = schedule(step)
+    if not _is_real(value):
+        raise TypeError(
+            f"Invalid {name} from schedule at step {step}: {value!r} (expected a real "
+            f"number, got {type(value).__name__})"
+        )
+    value = float(value)
     if not value >= 0:
         raise ValueError(f"Invalid {name} from schedule at step {step}: {value} (expected 0 <= lr)")
     return value

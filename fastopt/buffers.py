@@ -17,6 +17,84 @@ if TYPE_CHECKING:
     from .kernels.backend import Backend
 
 
+def _fixed(name, what, how):
+    """A FlatParams attribute that reads as usual and cannot be rebound: optimizers hold
+    views into these buffers, so a rebinding would silently stop training.
+    """
+
+    def get(self):
+        return self.__dict__["_" + name]
+
+    def refuse(self, value):
+        if value is self.__dict__["_" + name]:
+            return  # an in-place operator (fp.grad *= 2) binds the same array back
+        raise AttributeError(
+            f"FlatParams.{name} ({what}) cannot be rebound: optimizers update it in place; "
+            f"write into it instead: {how}"
+        )
+
+    return property(get, refuse, doc=f"{what[0].upper()}{what[1:]} (read-only attribute).")
+
+
+class _Views:
+    """Views into a flat buffer. Assigning to an entry copies into the view (exactly as
+    ``view[...] = value``, with NumPy's broadcasting and casting checks) and never
+    replaces it; entries cannot be added or removed.
+    """
+
+    __slots__ = ()
+    _what = "views"
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError(
+            f"FlatParams {self._what} cannot be added, removed or replaced: write into them "
+            f"(fp.{self._what}[name] = values copies into the buffer)"
+        )
+
+
+class NamedViews(_Views, dict):
+    """``fp.params`` / ``fp.grads`` of a FlatParams built from a dict."""
+
+    __slots__ = ("_what",)
+
+    def __init__(self, names, views, what):
+        dict.__init__(self, zip(names, views))
+        self._what = what
+
+    def __setitem__(self, key, value):
+        dict.__getitem__(self, key)[...] = value
+
+    def update(self, *args, **kwargs):
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    __delitem__ = pop = popitem = clear = setdefault = __ior__ = _Views._refuse
+
+    def __reduce__(self):
+        raise TypeError("FlatParams views are not pickled on their own: pickle the FlatParams")
+
+
+class PositionalViews(_Views, list):
+    """``fp.params`` / ``fp.grads`` of a FlatParams built from a list or tuple."""
+
+    __slots__ = ("_what",)
+
+    def __init__(self, views, what):
+        list.__init__(self, views)
+        self._what = what
+
+    def __setitem__(self, key, value):
+        if not isinstance(key, numbers.Integral):
+            raise TypeError(f"FlatParams {self._what} indices must be integers, got {key!r}")
+        list.__getitem__(self, key)[...] = value
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _Views._refuse
+    __delitem__ = __iadd__ = __imul__ = _Views._refuse
+
+    def __reduce__(self):
+        raise TypeError("FlatParams views are not pickled on their own: pickle the FlatParams")
+
+
 class FlatParams:
     """Arrays of any shapes packed into one flat parameter buffer plus a gradient buffer.
 
@@ -129,13 +207,22 @@ class FlatParams:
             self._segments[group] = slice(start, offset)
         if offset == 0:
             raise ValueError("FlatParams got only empty arrays (total size 0)")
-        self.data = self._backend.full(offset, 0.0, dtype)
-        self.grad = self._backend.full(offset, 0.0, dtype)
+        self._data = self._backend.full(offset, 0.0, dtype)
+        self._grad = self._backend.full(offset, 0.0, dtype)
         self._rebuild_views()
 
     def _rebuild_views(self):
-        self.params = self.view(self.data)
-        self.grads = self.view(self.grad)
+        self._params = self._views(self._data, "params")
+        self._grads = self._views(self._grad, "grads")
+
+    def _views(self, flat, what):
+        views = [flat[self._slices[n]].reshape(self._shapes[n]) for n in self._names]
+        return NamedViews(self._names, views, what) if self._keyed else PositionalViews(views, what)
+
+    data = _fixed("data", "the flat parameter buffer", "fp.data[:] = values")
+    grad = _fixed("grad", "the flat gradient buffer", "fp.grad[:] = values")
+    params = _fixed("params", "the per-array parameter views", 'fp.params["W"] = values')
+    grads = _fixed("grads", "the per-array gradient views", 'fp.grads["W"] = values')
 
     def view(self, flat: np.ndarray | Any) -> Any:
         """Views with the packed names and shapes into any flat array of this layout.
@@ -180,11 +267,11 @@ class FlatParams:
         copy = object.__new__(FlatParams)
         copy.__dict__.update(self.__dict__)
         copy._backend = backend
-        copy.data, copy.grad = (
+        copy._data, copy._grad = (
             backend.copy_of(buffer)
             if backend is self._backend
             else backend.from_host(self._backend.to_host(buffer))
-            for buffer in (self.data, self.grad)
+            for buffer in (self._data, self._grad)
         )
         copy._rebuild_views()
         return copy
@@ -250,10 +337,14 @@ class FlatParams:
                 "use .to('cpu') (and .to('cuda') to come back)"
             )
         state = dict(self.__dict__)
-        del state["params"], state["grads"]
+        del state["_params"], state["_grads"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        for old in ("data", "grad"):  # pickled before the buffers became fixed
+            if old in state:
+                state["_" + old] = state.pop(old)
+        state.pop("params", None), state.pop("grads", None)
         self.__dict__.update(state)
         if self.__dict__.get("_backend") is None:  # pickled before backends were objects
             self._backend = backends.host_backend()

@@ -126,10 +126,16 @@ class DataParallel:
         """Sum the gradient over all ranks (in place; the 1/K of the average is applied
         inside the update kernel), then update. Returns what the optimizer's ``step``
         returns (False when a non-finite gradient was skipped).
+
+        The gradient and the hyperparameters (schedules, edited groups) are checked before
+        the collective: a step that raises leaves the gradient as it was, so a retry does
+        not apply a sum twice.
         """
         flat = self._local_grad(grad)
         average = 1.0 / self.size  # folded into the update kernel's gradient scale
         if not self.zero:
+            # everything that can fail is checked before the gradient is summed in place
+            self.optimizer.check_next_step()
             if self.size > 1:
                 self.comm.Allreduce(self._mpi.IN_PLACE, flat, op=self._mpi.SUM)
             return self.optimizer.step(grad, grad_factor=average)
@@ -137,6 +143,7 @@ class DataParallel:
             full = self._wrapped.param_groups[source]
             for key in ("lr", "lr_scale", "weight_decay"):
                 group[key] = full[key]
+        self.optimizer.check_next_step()
         shard = self._shard_grad
         self.comm.Reduce_scatter(flat, shard, recvcounts=self._counts, op=self._mpi.SUM)
         info = None

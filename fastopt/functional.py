@@ -29,6 +29,11 @@ def _prepare(param, grad, *, unused=(), **state):
     arrays = [where.check_buffer("param", param)]
     shape, dtype = where.layout(param)[:2]
     arrays.append(where.check_like("grad", grad, shape, dtype, "param"))
+    if where.overlaps(grad, param):
+        raise ValueError(
+            "grad must not share memory with param: the update writes param while it reads "
+            "the gradient (some elements refer to a single memory location)"
+        )
     given = {"param": param, "grad": grad}
     for name, array in state.items():
         if name in unused:

@@ -182,3 +182,8 @@ def test_lr_edits_reach_the_shards_and_bad_gradients_change_nothing(mpiexec, tmp
                 saved[f"error_{zero}"]
             )
         assert "step the DataParallel instead" in str(saved["released"])
+        assert "call DataParallel.state_dict()" in str(saved["released_state_dict"])
+        for zero in (0, 1):
+            assert "Invalid learning rate from schedule at step 6: nan" in str(
+                saved[f"schedule_error_{zero}"]
+            )

@@ -48,7 +48,12 @@ class GradientViews(Protocol):
     """Checks a caller's gradient against the parameters and returns flat views of it."""
 
     def views(self, grad: Any) -> tuple[Any, list]:
-        """``(flat gradient, one view per segment)``, after the shape and dtype checks."""
+        """``(flat gradient, one view per segment)``, after the checks: shape and dtype,
+        no memory shared with a written buffer, parameters not moved since built.
+        """
+
+    def prepare(self) -> None:
+        """Compile what :meth:`views` runs."""
 
 
 class Backend(Protocol):
@@ -99,13 +104,24 @@ class Backend(Protocol):
         """Whether two of its arrays may share memory."""
 
     def gradient_views(
-        self, shape: tuple[int, ...], dtype: np.dtype, segments: list[slice]
-    ) -> GradientViews: ...
+        self,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        segments: list[slice],
+        owner: Any,
+        written: list[Any],
+    ) -> GradientViews:
+        """The gradient checks of one optimizer: ``owner`` is the parameter array as given,
+        ``written`` the buffers a step writes (a gradient may overlap none of them).
+        """
 
     def update_kernel(self, algorithm: Algorithm, size: int) -> Callable[..., None]:
         """The compiled update of ``algorithm`` for a segment of ``size`` elements, called
         as ``kernel(param, grad, *state, grad_scale, *scalars)``.
         """
+
+    def follow_fork(self, owner: Any) -> None:
+        """Have ``owner._build()`` called in a forked child whose kernels must change."""
 
     def grad_scale(self, value: float) -> Any:
         """The kernels' ``grad_scale`` argument for a scale known on the host."""

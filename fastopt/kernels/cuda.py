@@ -25,11 +25,12 @@ import numpy as np
 from numba import config as numba_config
 from numba import float64, int64
 
-from .._jit import CUDA_JIT_OPTIONS, bind
+from .._jit import CUDA_JIT_OPTIONS, bind, jit
 from .._validation import check_device_buffer, check_device_like
 from . import ALGORITHMS
 from .backend import MISSING_EXTRA, is_device_array
 from .clipping import clipped_scale
+from .host import raise_hazard
 
 try:
     import numba_cuda  # noqa: F401  (the package; numba's built-in numba.cuda is deprecated)
@@ -165,7 +166,7 @@ def _require_device_array(name, obj, reference_name):
 
 # -- kernels ---------------------------------------------------------------------------------
 def _kernel(function):
-    return cuda.jit(**CUDA_JIT_OPTIONS)(function)
+    return jit(cuda.jit, function, **CUDA_JIT_OPTIONS)
 
 
 def _device(function):
@@ -319,10 +320,14 @@ class CudaGradientViews:
     object has the same address, shape and dtype.
     """
 
-    def __init__(self, shape, dtype, segments):
+    def __init__(self, shape, dtype, segments, owner, written):
         self.shape, self.dtype, self.segments = tuple(shape), np.dtype(dtype), segments
         self.size = math.prod(self.shape)
+        self.written = [_span(a) for a in written]
         self.cached = None
+
+    def prepare(self):
+        pass
 
     def views(self, grad):
         cached = self.cached
@@ -335,6 +340,9 @@ class CudaGradientViews:
                 "move it yourself (numba.cuda.to_device) or compute it on the GPU"
             )
         check_device_like("grad", device_layout(grad), self.shape, self.dtype)
+        lo, hi = _span(grad)
+        if any(lo < stop and start < hi for start, stop in self.written):
+            raise_hazard(2)
         flat = unowned_view(grad).reshape(self.size)
         self.cached = (array_key(grad), flat, [flat[s] for s in self.segments])
         return flat, self.cached[2]
@@ -405,11 +413,14 @@ class CudaBackend:
         (lo_a, hi_a), (lo_b, hi_b) = _span(a), _span(b)
         return lo_a < hi_b and lo_b < hi_a
 
-    def gradient_views(self, shape, dtype, segments):
-        return CudaGradientViews(shape, dtype, segments)
+    def gradient_views(self, shape, dtype, segments, owner, written):
+        return CudaGradientViews(shape, dtype, segments, owner, written)
 
     def update_kernel(self, algorithm, size):
         return launcher(KERNELS[algorithm.name], size)
+
+    def follow_fork(self, owner):
+        pass  # a CUDA context does not survive fork(): nothing to rebuild
 
     def grad_scale(self, value):
         """A cached one-element device array holding ``value`` (copied once per value)."""

@@ -52,6 +52,7 @@ def rmsprop_element(
     weight_decay,
     momentum,
     centered,
+    use_momentum,
 ):
     g = grad * grad_scale
     if weight_decay != 0:
@@ -67,7 +68,7 @@ def rmsprop_element(
     else:
         avg = math.sqrt(v) + eps
     buf = momentum_buffer
-    if momentum > 0:
+    if use_momentum:
         buf = momentum_buffer * momentum + g / avg
         p = param - lr * buf
     else:
@@ -91,12 +92,13 @@ def loop(
     centered,
 ):
     f = param.dtype.type
+    use_momentum = momentum > 0  # decided in double precision, as torch does
     grad_scale = f(load_scale(grad_scale))
     lr, alpha, one_minus_alpha, eps = f(lr), f(alpha), f(one_minus_alpha), f(eps)
     weight_decay, momentum = f(weight_decay), f(momentum)
     one_minus_alpha_complement = f(1.0) - one_minus_alpha
     # one loop per option set, so each loop body has no unused loads or stores
-    if centered and momentum > 0:
+    if centered and use_momentum:
         for i in indices(param.size):
             param[i], square_avg[i], grad_avg[i], momentum_buffer[i] = element(
                 param[i],
@@ -112,6 +114,7 @@ def loop(
                 eps,
                 weight_decay,
                 momentum,
+                True,
                 True,
             )
     elif centered:
@@ -131,8 +134,9 @@ def loop(
                 weight_decay,
                 momentum,
                 True,
+                False,
             )
-    elif momentum > 0:
+    elif use_momentum:
         for i in indices(param.size):
             param[i], square_avg[i], _, momentum_buffer[i] = element(
                 param[i],
@@ -149,6 +153,7 @@ def loop(
                 weight_decay,
                 momentum,
                 False,
+                True,
             )
     else:
         for i in indices(param.size):
@@ -166,6 +171,7 @@ def loop(
                 eps,
                 weight_decay,
                 momentum,
+                False,
                 False,
             )
 

@@ -51,12 +51,13 @@ def sgd_element(
     one_minus_dampening,
     nesterov,
     first_step,
+    use_momentum,
 ):
     g = grad * grad_scale
     if weight_decay != 0:
         g = g + weight_decay * param
     buf = momentum_buffer
-    if momentum != 0:
+    if use_momentum:
         if first_step:
             buf = g
         else:
@@ -81,10 +82,13 @@ def loop(
     first_step,
 ):
     f = param.dtype.type
+    # torch decides on momentum != 0 in double precision, before any cast: a momentum
+    # that rounds to 0 in float32 still takes the momentum path (with dampening)
+    use_momentum = momentum != 0
     grad_scale = f(load_scale(grad_scale))
     lr, weight_decay, momentum = f(lr), f(weight_decay), f(momentum)
     one_minus_dampening = f(one_minus_dampening)
-    if momentum != 0:
+    if use_momentum:
         for i in indices(param.size):
             param[i], momentum_buffer[i] = element(
                 param[i],
@@ -97,6 +101,7 @@ def loop(
                 one_minus_dampening,
                 nesterov,
                 first_step,
+                True,
             )
     else:
         for i in indices(param.size):
@@ -111,6 +116,7 @@ def loop(
                 one_minus_dampening,
                 nesterov,
                 first_step,
+                False,
             )
 
 

@@ -7,6 +7,7 @@ backend (:mod:`fastopt.kernels.backend`) and never asks which one it is.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,8 +17,9 @@ from .._validation import check_flag, check_lr, check_nonnegative, check_number
 from ..buffers import FlatParams
 from ..kernels._algorithm import Algorithm
 from . import checkpoint, sharding
-from .groups import hyperparameters, resolve_groups
+from .groups import ParamGroups, hyperparameters, resolve_groups
 from .params import LearningRate, Params, resolve_params
+from .state import OptimizerState
 from .step import StepPlan, read_norm
 
 
@@ -64,10 +66,12 @@ class Optimizer:
             "lr_scale": 1.0,
             "weight_decay": check_nonnegative("weight_decay value", weight_decay),
         }
-        self.param_groups = resolve_groups(self._params, self.param.size, default, param_groups)
-        self.state = {"step": 0}
-        for name, fill in self._state_fill().items():
-            self.state[name] = self.backend.full(self.param.size, fill, self.dtype)
+        self._groups = resolve_groups(self._params, self.param.size, default, param_groups)
+        size = self.param.size
+        fills = self._state_fill().items()
+        self._state = OptimizerState(
+            0, {name: self.backend.full(size, fill, self.dtype) for name, fill in fills}
+        )
         self.skipped_steps = 0
         self.last_step_skipped = False
         self.last_lr = None
@@ -80,9 +84,43 @@ class Optimizer:
         raise NotImplementedError
 
     def _build(self):
-        """Precompute every per-group view so that a step creates no arrays."""
+        """Precompute every per-group view so that a step creates no arrays, and compile
+        (or load) every kernel the step will call: nothing can fail half-way through a
+        step for a kernel not ready yet.
+        """
+        self._lock = threading.Lock()
         self._plan = StepPlan(self.backend, self.algorithm, self._params, self.param,
-                              self.state, self.param_groups)  # fmt: skip
+                              self._state, self._groups)  # fmt: skip
+        self._plan.prepare(self._scalars(0.0, 0.0, 1))
+        self.backend.follow_fork(self)
+
+    @property
+    def state(self) -> OptimizerState:
+        """``state["step"]`` and the state buffers (torch's names). The buffers are the
+        ones the kernels update: write into them, they cannot be replaced.
+        """
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        raise AttributeError(
+            "opt.state cannot be rebound: the kernels update the optimizer's own buffers; "
+            'write into them (opt.state["exp_avg"][:] = values) or use load_state_dict()'
+        )
+
+    @property
+    def param_groups(self) -> ParamGroups:
+        """The parameter groups, in buffer order; ``lr``, ``lr_scale`` and
+        ``weight_decay`` can be edited between steps.
+        """
+        return self._groups
+
+    @param_groups.setter
+    def param_groups(self, value):
+        raise AttributeError(
+            "opt.param_groups cannot be rebound: the groups are fixed when the optimizer "
+            "is built; edit a group's 'lr', 'lr_scale' or 'weight_decay' instead"
+        )
 
     # -- what the optimizer was built on ------------------------------------------------
     @property
@@ -103,7 +141,7 @@ class Optimizer:
     @property
     def step_count(self) -> int:
         """Number of updates applied so far (skipped steps do not count)."""
-        return self.state["step"]
+        return self._state.step
 
     # -- the step ----------------------------------------------------------------------
     def step(
@@ -138,49 +176,58 @@ class Optimizer:
             because the gradient had a NaN or infinite value (params and state are
             then untouched, and ``skipped_steps`` grows by one).
         """
-        if self._released:
-            raise RuntimeError(
-                "this optimizer's state was sharded by DataParallel(zero=True): "
-                "step the DataParallel instead"
-            )
-        plan = self._plan
-        if grad is None and plan.grad_buffer is not None:
-            flat_grad, group_grads = plan.grad_buffer, plan.buffer_grads
-        else:
-            flat_grad, group_grads = plan.grads(grad)
-        t = self.state["step"]
-        groups = self.param_groups
-        hyper = (
-            [hyperparameters(groups[0], t)]
-            if len(groups) == 1  # no comprehension frame
-            else [hyperparameters(group, t) for group in groups]
-        )
-        scale = -grad_factor if self.maximize else grad_factor
-        if self.max_grad_norm is None and not self.skip_nonfinite:
-            kernel_scale = plan.grad_scale(scale)
-        else:
-            kernel_scale, self._last_norm = plan.kernel_scale(
-                flat_grad,
-                scale,
-                grad_factor,
-                self.max_grad_norm,
-                self.skip_nonfinite,
-                grad_norm_info,
-            )
-            if kernel_scale is None:
-                self.skipped_steps += 1
-                self.last_step_skipped = True
-                return False
-        step = t + 1
-        scalars = self._scalars
-        for (kernel, param, _, state), group_grad, (lr, wd) in zip(
-            plan.segments, group_grads, hyper
-        ):
-            kernel(param, group_grad, *state, kernel_scale, *scalars(lr, wd, step))
-        self.state["step"] = step
-        self.last_step_skipped = False
-        self.last_lr = hyper[0][0] if len(hyper) == 1 else [lr for lr, _ in hyper]
-        return True
+        with self._lock:  # one step at a time: concurrent steps would lose updates
+            if self._released:
+                raise RuntimeError(
+                    "this optimizer's state was sharded by DataParallel(zero=True): "
+                    "step the DataParallel instead"
+                )
+            plan, state = self._plan, self._state
+            if grad is None and plan.grad_buffer is not None:
+                flat_grad, group_grads = plan.grad_buffer, plan.buffer_grads
+            else:
+                flat_grad, group_grads = plan.grads(grad)
+            # everything that can fail happens before the first write
+            t = state.step
+            calls = self._group_calls(t)
+            scale = -grad_factor if self.maximize else grad_factor
+            if self.max_grad_norm is None and not self.skip_nonfinite:
+                kernel_scale = plan.grad_scale(scale)
+            else:
+                kernel_scale, self._last_norm = plan.kernel_scale(
+                    flat_grad, scale, grad_factor, self.max_grad_norm, self.skip_nonfinite,
+                    grad_norm_info,
+                )  # fmt: skip
+                if kernel_scale is None:
+                    self.skipped_steps += 1
+                    self.last_step_skipped = True
+                    return False
+            for (kernel, param, _, buffers), group_grad, (_, scalars) in zip(
+                plan.segments, group_grads, calls
+            ):
+                kernel(param, group_grad, *buffers, kernel_scale, *scalars)
+            state.step = t + 1
+            self.last_step_skipped = False
+            self.last_lr = calls[0][0] if len(calls) == 1 else [lr for lr, _ in calls]
+            return True
+
+    def _group_calls(self, t):
+        """``(lr, host scalars)`` of every group for the update after ``t`` updates, all
+        checked (a schedule is evaluated at ``t``).
+        """
+        groups, scalars = self._groups, self._scalars
+        if len(groups) == 1:  # no comprehension frame on the common path
+            lr, wd = hyperparameters(groups[0], t)
+            return [(lr, scalars(lr, wd, t + 1))]
+        hyper = [hyperparameters(group, t) for group in groups]
+        return [(lr, scalars(lr, wd, t + 1)) for lr, wd in hyper]
+
+    def check_next_step(self) -> None:
+        """Raise what the next :meth:`step` would raise for the hyperparameters (a
+        schedule's value, an edited group), without stepping: for wrappers that must check
+        before a collective operation.
+        """
+        self._group_calls(self._state.step)
 
     def gradient(self, grad: Any = None) -> Any:
         """The flat gradient a step would use: the FlatParams' buffer for None, else
@@ -236,17 +283,19 @@ class Optimizer:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a state saved by :meth:`state_dict` (also as loaded back by ``np.load``).
 
-        Everything is checked before anything is copied: a state_dict from another
-        algorithm, size, group layout or option set (say, without ``max_exp_avg_sq`` for
-        an amsgrad optimizer) raises ValueError and leaves the optimizer unchanged. State
-        saved in the other float dtype is cast to this optimizer's dtype (as torch does);
-        a resume is then no longer bit for bit.
+        Everything is checked and converted before anything is copied: a state_dict from
+        another algorithm, size, group layout or option set (say, without
+        ``max_exp_avg_sq`` for an amsgrad optimizer), a malformed count or a conversion
+        that fails (under ``np.errstate(over="raise")``, say) raises and leaves the
+        optimizer unchanged. State saved in the other float dtype is cast to this
+        optimizer's dtype (as torch does); a resume is then no longer bit for bit.
         """
-        step, skipped, arrays = checkpoint.checked_state(self, state_dict)
-        for name, value in arrays.items():
-            self.backend.copy_from_host(self.state[name], value)
-        self.state["step"] = step
-        self.skipped_steps = skipped
+        with self._lock:
+            step, skipped, arrays = checkpoint.checked_state(self, state_dict)
+            for name, value in arrays.items():
+                self.backend.copy_from_host(self._state.buffers[name], value)
+            self._state.step = step
+            self.skipped_steps = skipped
 
     # -- sharding ------------------------------------------------------------------------
     def shard(self, start: int, stop: int) -> Optimizer:
@@ -261,7 +310,7 @@ class Optimizer:
         """Drop the full-size state buffers (a wrapper keeps sharded copies); the optimizer
         keeps its parameter groups, but :meth:`step` and :meth:`state_dict` raise.
         """
-        self.state = {"step": self.state["step"]}
+        self._state = OptimizerState(self._state.step, {})
         self._released = True
         self._build()
 
@@ -273,8 +322,8 @@ class Optimizer:
                 "state_dict() (host arrays) and load_state_dict() it into a new one"
             )
         state = dict(self.__dict__)
-        state.pop("_plan", None)
-        state.pop("param", None)
+        for key in ("_plan", "param", "_lock"):
+            state.pop(key, None)
         state["_last_norm"] = self.last_grad_norm
         return state
 

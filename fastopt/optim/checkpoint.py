@@ -15,7 +15,7 @@ def state_dict(optimizer):
         "algorithm": type(optimizer).__name__,
         "dtype": str(optimizer.dtype),
         "size": optimizer.param.size,
-        "step": optimizer.state["step"],
+        "step": optimizer.state.step,
         "skipped_steps": optimizer.skipped_steps,
         "group_bounds": np.array(group_bounds(optimizer.param_groups), np.int64),
     }
@@ -32,7 +32,7 @@ def checked_state(optimizer, state_dict):
     sd = dict(state_dict)
     name = type(optimizer).__name__
     size = optimizer.param.size
-    buffers = [n for n in optimizer.state if n != "step"]
+    buffers = list(optimizer.state.buffers)
     expected = {*FIXED_KEYS, *buffers}
     if set(sd) != expected:
         raise ValueError(
@@ -47,7 +47,7 @@ def checked_state(optimizer, state_dict):
         raise ValueError(
             f"state_dict is from a {algorithm} optimizer, but this optimizer is {name}"
         )
-    saved_size = int(np.asarray(sd["size"]))
+    saved_size = _count(sd, "size")
     if saved_size != size:
         raise ValueError(
             f"state_dict is for {saved_size} parameters, but this optimizer has {size}"
@@ -58,12 +58,7 @@ def checked_state(optimizer, state_dict):
         raise ValueError(
             f"state_dict has parameter groups {bounds.tolist()}, but this optimizer has {mine}"
         )
-    step, skipped = (np.asarray(sd[k]) for k in ("step", "skipped_steps"))
-    for key, value in (("step", step), ("skipped_steps", skipped)):
-        if value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
-            raise ValueError(
-                f"Invalid {key} in state_dict: {value.tolist()!r} (expected an integer >= 0)"
-            )
+    step, skipped = _count(sd, "step"), _count(sd, "skipped_steps")
     arrays = {}
     for buffer in buffers:
         value = np.asarray(sd[buffer])
@@ -72,5 +67,24 @@ def checked_state(optimizer, state_dict):
                 f"state_dict[{buffer!r}] expects a float array of shape "
                 f"({size},) but got {value.dtype} {value.shape}"
             )
-        arrays[buffer] = value
-    return int(step), int(skipped), arrays
+        # converted here, so that a failing conversion raises before anything is copied
+        arrays[buffer] = value.astype(optimizer.dtype, copy=False)
+    return step, skipped, arrays
+
+
+def _count(sd, key):
+    """An integer >= 0 stored under ``key`` (a Python or NumPy integer, or a 0-d integer
+    array as ``np.load`` gives it back).
+    """
+    value = sd[key]
+    array = np.asarray(value) if value is not None else None
+    if (
+        array is None
+        or isinstance(value, (bool, np.bool_))
+        or array.shape != ()
+        or array.dtype.kind not in "iu"
+        or int(array) < 0
+    ):
+        shown = value.tolist() if isinstance(value, np.ndarray) else value
+        raise ValueError(f"Invalid {key} in state_dict: {shown!r} (expected an integer >= 0)")
+    return int(array)

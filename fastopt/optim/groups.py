@@ -6,6 +6,7 @@ from .._validation import check_lr, check_nonnegative, check_number, scheduled_l
 from ..buffers import FlatParams
 
 GROUP_KEYS = ("params", "lr", "lr_scale", "weight_decay")
+EDITABLE = ("lr", "lr_scale", "weight_decay")
 
 
 def check_lr_scale(value):
@@ -32,12 +33,9 @@ def resolve_groups(params, size, default, param_groups):
             )
         s = group_slice(params, size, spec["params"], index)
         group = dict(default)
-        if "lr" in spec:
-            group["lr"] = check_lr(spec["lr"])
-        if "lr_scale" in spec:
-            group["lr_scale"] = check_lr_scale(spec["lr_scale"])
-        if "weight_decay" in spec:
-            group["weight_decay"] = check_nonnegative("weight_decay value", spec["weight_decay"])
+        for key in EDITABLE:
+            if key in spec:
+                group[key] = check_group_value(key, spec[key])
         group.update(params=spec["params"], start=s.start, stop=s.stop)
         specs.append(group)
     specs.sort(key=lambda g: g["start"])
@@ -55,7 +53,7 @@ def resolve_groups(params, size, default, param_groups):
         if group is not None:
             groups.append(group)
             offset = group["stop"]
-    return groups
+    return ParamGroups(ParamGroup(group) for group in groups)
 
 
 def group_slice(params, size, selector, index):
@@ -84,7 +82,8 @@ def hyperparameters(group, t):
     """
     lr, scale, weight_decay = group["lr"], group["lr_scale"], group["weight_decay"]
     if (
-        type(lr) is float
+        type(scale) is float
+        and type(lr) is float
         and lr >= 0
         and scale == 1.0
         and type(weight_decay) is float
@@ -92,7 +91,7 @@ def hyperparameters(group, t):
     ):
         return lr, weight_decay
     lr = scheduled_lr(lr, t) if callable(lr) else check_lr(lr)
-    if scale != 1.0:
+    if type(scale) is not float or scale != 1.0:
         lr = lr * check_lr_scale(scale)
         if lr != lr:
             raise ValueError(f"Invalid learning rate: {group['lr']} x lr_scale {scale} is nan")
@@ -107,6 +106,87 @@ def shard_groups(groups, start, stop):
     for index, group in enumerate(groups):
         lo, hi = max(group["start"], start), min(group["stop"], stop)
         if lo < hi:
-            shard.append(dict(group, start=lo - start, stop=hi - start))
+            shard.append(ParamGroup(dict(group, start=lo - start, stop=hi - start)))
             sources.append(index)
-    return shard, sources
+    return ParamGroups(shard), sources
+
+
+def check_group_value(key, value):
+    """A group value given to the constructor, checked by its rule."""
+    check_editable(key)
+    if key == "lr":
+        return check_lr(value)
+    if key == "lr_scale":
+        return check_lr_scale(value)
+    return check_nonnegative("weight_decay value", value)
+
+
+def check_editable(key):
+    if key not in EDITABLE:
+        raise ValueError(
+            f"parameter group key {key!r} cannot be set: only {list(EDITABLE)} can be "
+            "edited between steps (a group's elements are fixed when the optimizer is built; "
+            "build a new optimizer for another layout)"
+        )
+
+
+class ParamGroup(dict):
+    """One entry of ``opt.param_groups``: a dict whose ``lr``, ``lr_scale`` and
+    ``weight_decay`` can be edited between steps and whose ``params``, ``start`` and
+    ``stop`` are fixed (setting any other key raises at once).
+
+    An edited value is checked by the constructor's rules when the next step evaluates it:
+    a bad one makes that step raise with params and state untouched.
+    """
+
+    __slots__ = ()
+
+    def __setitem__(self, key, value):
+        check_editable(key)
+        dict.__setitem__(self, key, value)
+
+    def update(self, *args, **kwargs):
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError(
+            "parameter group keys cannot be removed (edit 'lr', 'lr_scale' or "
+            "'weight_decay' instead)"
+        )
+
+    __delitem__ = pop = popitem = clear = _refuse
+
+    def __reduce__(self):
+        return ParamGroup, (dict(self),)
+
+
+class ParamGroups(list):
+    """``opt.param_groups``: the list is fixed when the optimizer is built (its groups
+    cover the flat buffer exactly once); edit a group's values instead.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError(
+            "param_groups cannot be added, removed or replaced: the groups and their "
+            "elements are fixed when the optimizer is built; edit a group's 'lr', "
+            "'lr_scale' or 'weight_decay' (opt.param_groups[0]['lr'] = 0.01), or build a "
+            "new optimizer"
+        )
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+    def __reduce__(self):
+        return ParamGroups, (list(self),)

@@ -1,6 +1,7 @@
 """Sharding: the same optimizer over a contiguous slice of its parameters (ZeRO-1)."""
 
 from .groups import shard_groups
+from .state import OptimizerState
 
 
 def shard(optimizer, start, stop):
@@ -13,10 +14,10 @@ def shard(optimizer, start, stop):
     twin = object.__new__(type(optimizer))
     twin.__dict__.update(optimizer.__getstate__())
     twin._params = twin.param = optimizer.param[start:stop]
-    twin.param_groups, twin.group_sources = shard_groups(optimizer.param_groups, start, stop)
-    twin.state = {
-        name: value if name == "step" else value[start:stop].copy()
-        for name, value in optimizer.state.items()
-    }
+    twin._groups, twin.group_sources = shard_groups(optimizer.param_groups, start, stop)
+    state = optimizer.state
+    twin._state = OptimizerState(
+        state.step, {name: value[start:stop].copy() for name, value in state.buffers.items()}
+    )
     twin._build()
     return twin

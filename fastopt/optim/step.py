@@ -28,7 +28,8 @@ class StepPlan:
     def __init__(self, backend, algorithm, params, param, state, groups):
         grad_buffer = params.grad if isinstance(params, FlatParams) else None
         grad_shape = (param.size,) if grad_buffer is not None else backend.layout(params)[0]
-        self.backend, self.size = backend, param.size
+        owner = params.data if isinstance(params, FlatParams) else params
+        self.backend, self.size, self.dtype = backend, param.size, param.dtype
         empty = backend.empty(0, param.dtype)
         arrays = [state.get(name, empty) for name in algorithm.state]
         slices = [slice(g["start"], g["stop"]) for g in groups]
@@ -44,8 +45,21 @@ class StepPlan:
         self.grad_buffer = grad_buffer
         self.buffer_grads = [segment.grad for segment in self.segments]
         self.grad_scale = backend.grad_scale
-        self.gradient_views = backend.gradient_views(tuple(grad_shape), param.dtype, slices)
+        written = [param, *(a for a in arrays if a.size)]
+        self.gradient_views = backend.gradient_views(
+            tuple(grad_shape), param.dtype, slices, owner, written
+        )
         self.norm = self.info_norm = None
+
+    def prepare(self, scalars):
+        """Compile (or load from the cache) every kernel a step calls, by calling each on
+        empty buffers with scalars of the types a step passes: nothing is written.
+        """
+        empty = self.backend.empty(0, self.dtype)
+        grad_scale = self.backend.grad_scale(1.0)
+        for segment in self.segments:
+            segment.kernel(empty, empty, *(empty for _ in segment.state), grad_scale, *scalars)
+        self.gradient_views.prepare()
 
     def grads(self, grad):
         """``(flat gradient, one view per group)``: the gradient buffer's for None."""

@@ -29,11 +29,26 @@ for zero in (False, True):
     except ValueError as error:
         results[f"error_{int(zero)}"] = str(error)
     assert np.array_equal(bad, np.ones(12)) and np.array_equal(w, before)
+    # a bad schedule value: raised before the gradient is summed in place
+    good = np.full((3, 4), 0.5)
+    for group in dp.param_groups:
+        group["lr"] = lambda t: float("nan")
+    try:
+        dp.step(good)
+    except ValueError as error:
+        results[f"schedule_error_{int(zero)}"] = str(error)
+    assert np.array_equal(good, np.full((3, 4), 0.5)) and np.array_equal(w, before)
+    for group in dp.param_groups:
+        group["lr"] = 0.0
     if zero:
         try:
             opt.step(np.ones((3, 4)))
         except RuntimeError as error:
             results["released"] = str(error)
+        try:
+            opt.state_dict()
+        except RuntimeError as error:
+            results["released_state_dict"] = str(error)
     results[f"params_{int(zero)}"] = w.copy()
 if comm.Get_rank() == 0:
     np.savez(out, **results)
