@@ -108,17 +108,17 @@ class HostGradNorm:
 
 
 @kernel
-def _gradient_hazard(owner, address, size, grad, spans):
-    """1 if ``owner`` no longer has the address and size it had (resized or reallocated
-    since the optimizer was built), 2 if ``grad`` overlaps one of the ``[start, stop)``
-    byte ranges in ``spans``, else 0.
+def _gradient_hazard(owner, grad, layout):
+    """1 if ``owner`` no longer has the address and size recorded in ``layout[:2]`` (it was
+    resized or reallocated since the optimizer was built), 2 if ``grad`` overlaps one of
+    the ``[start, stop)`` byte ranges in ``layout[2:]``, else 0.
     """
-    if owner.ctypes.data != address or owner.size != size:
+    if owner.ctypes.data != layout[0] or owner.size != layout[1]:
         return 1
     lo = grad.ctypes.data
     hi = lo + grad.size * grad.itemsize
-    for k in range(0, spans.size, 2):
-        if lo < spans[k + 1] and spans[k] < hi:
+    for k in range(2, layout.size, 2):
+        if lo < layout[k + 1] and layout[k] < hi:
             return 2
     return 0
 
@@ -136,20 +136,17 @@ class HostGradientViews:
     def __init__(self, shape, dtype, segments, owner, written):
         self.shape, self.dtype, self.segments = tuple(shape), np.dtype(dtype), segments
         self.whole = len(segments) == 1  # one group: its view is the flat gradient itself
-        self.owner, self.address, self.size = owner, address(owner), owner.size
-        self.spans = np.array(
-            [[address(a), address(a) + a.nbytes] for a in written], np.int64
-        ).reshape(-1)
+        spans = [[address(a), address(a) + a.nbytes] for a in written]
+        self.owner = owner
+        self.layout = np.array([address(owner), owner.size, *np.ravel(spans)], np.int64)
 
     def prepare(self):
-        _gradient_hazard(self.owner, self.address, self.size, np.empty(0, self.dtype),
-                         self.spans)  # fmt: skip
+        _gradient_hazard(self.owner, np.empty(0, self.dtype), self.layout)
 
     def views(self, grad):
         check_like("grad", grad, self.shape, self.dtype)
-        hazard = _gradient_hazard(self.owner, self.address, self.size, grad, self.spans)
-        if hazard:
-            raise_hazard(hazard)
+        if _gradient_hazard(self.owner, grad, self.layout):
+            raise_hazard(_gradient_hazard(self.owner, grad, self.layout))
         flat = grad if grad.ndim == 1 else grad.reshape(-1)
         return flat, (flat,) if self.whole else [flat[s] for s in self.segments]
 

@@ -189,7 +189,12 @@ class Optimizer:
                 flat_grad, group_grads = plan.grads(grad)
             # everything that can fail happens before the first write
             t = state.step
-            calls = self._group_calls(t)
+            groups = self._groups
+            if len(groups) == 1:  # the common case, without a call and a comprehension
+                lr, wd = hyperparameters(groups[0], t)
+                calls = [(lr, self._scalars(lr, wd, t + 1))]
+            else:
+                calls = self._group_calls(t)
             scale = -grad_factor if self.maximize else grad_factor
             if self.max_grad_norm is None and not self.skip_nonfinite:
                 kernel_scale = plan.grad_scale(scale)
@@ -215,11 +220,8 @@ class Optimizer:
         """``(lr, host scalars)`` of every group for the update after ``t`` updates, all
         checked (a schedule is evaluated at ``t``).
         """
-        groups, scalars = self._groups, self._scalars
-        if len(groups) == 1:  # no comprehension frame on the common path
-            lr, wd = hyperparameters(groups[0], t)
-            return [(lr, scalars(lr, wd, t + 1))]
-        hyper = [hyperparameters(group, t) for group in groups]
+        scalars = self._scalars
+        hyper = [hyperparameters(group, t) for group in self._groups]
         return [(lr, scalars(lr, wd, t + 1)) for lr, wd in hyper]
 
     def check_next_step(self) -> None:

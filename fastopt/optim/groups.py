@@ -80,6 +80,9 @@ def hyperparameters(group, t):
     """The (lr, weight_decay) of a group for this step as checked Python floats (``t`` updates
     applied so far: a schedule is evaluated at ``t``).
     """
+    constant = group.constant
+    if constant is not None:
+        return constant
     lr, scale, weight_decay = group["lr"], group["lr_scale"], group["weight_decay"]
     if (
         type(scale) is float
@@ -89,7 +92,8 @@ def hyperparameters(group, t):
         and type(weight_decay) is float
         and weight_decay >= 0
     ):
-        return lr, weight_decay
+        group.constant = (lr, weight_decay)  # until the next edit
+        return group.constant
     lr = scheduled_lr(lr, t) if callable(lr) else check_lr(lr)
     if type(scale) is not float or scale != 1.0:
         lr = lr * check_lr_scale(scale)
@@ -139,10 +143,15 @@ class ParamGroup(dict):
     a bad one makes that step raise with params and state untouched.
     """
 
-    __slots__ = ()
+    __slots__ = ("constant",)
+
+    def __init__(self, *args, **kwargs):
+        dict.__init__(self, *args, **kwargs)
+        self.constant = None  # (lr, weight_decay) once checked, while they are constants
 
     def __setitem__(self, key, value):
         check_editable(key)
+        self.constant = None
         dict.__setitem__(self, key, value)
 
     def update(self, *args, **kwargs):
