@@ -13,6 +13,8 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _is_real(value):
+    if type(value) is float:  # the usual case, without the ABC check (a step's hot path)
+        return True
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
