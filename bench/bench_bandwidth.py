@@ -6,7 +6,7 @@ import numpy as np
 
 from fastopt.cli import bench as benchmark
 
-from .common import grid, sizes
+from .common import SMOKE, grid, sizes
 
 
 class AdamBandwidth:
@@ -26,3 +26,16 @@ class AdamBandwidth:
         return self.row["fraction_of_stream"]
 
     track_fraction_of_stream.unit = "ratio"
+
+
+class Machine:
+    """The stream kernel's bandwidth on this machine (Adam's traffic, float32, 1e7): the
+    ceiling every update is measured against, so that two machines can be compared.
+    """
+
+    timeout = 120
+
+    def track_stream_gbps(self):
+        return benchmark.stream_bandwidth(1000 if SMOKE else 10_000_000)
+
+    track_stream_gbps.unit = "GB/s"

@@ -218,19 +218,57 @@ def measure(name, size, dtype, rounds, *, numpy=True, torch=None, seed=0):
     return row
 
 
-def header(torch):
+def cpu_model():
+    """The processor's name (``/proc/cpuinfo`` on Linux), else what platform says."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def stream_bandwidth(size=10_000_000, rounds=7):
+    """GB/s of the stream kernel with Adam's traffic (read 4 arrays, write 3), float32,
+    the median of ``rounds`` runs: the machine's ceiling for the update kernels.
+    """
+    grad = np.ones(size, np.float32)
+    step = stream_step("adam", grad)
+    step()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return bytes_per_step("adam", size, np.float32) / float(np.median(times)) / 1e9
+
+
+def machine_info(torch=None, bandwidth=True):
+    """What makes figures from two machines comparable: CPU, cores, threads, numba's
+    threading layer, the stream kernel's bandwidth, and the versions.
+    """
     import numba
 
-    return {
-        "machine": platform.processor() or platform.machine(),
+    from ..kernels.host import HOST
+
+    info = {
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "threads": get_num_threads(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "torch": None if torch is None else torch.__version__,
-        "fastopt": __import__("fastopt").__version__,
+        "threading_layer": HOST.threads.start(),
     }
+    if bandwidth:
+        info["stream_gbps"] = round(stream_bandwidth(), 1)
+    info.update(
+        python=platform.python_version(),
+        numpy=np.__version__,
+        numba=numba.__version__,
+        torch=None if torch is None else torch.__version__,
+        fastopt=__import__("fastopt").__version__,
+    )
+    return info
 
 
 def run(
@@ -249,8 +287,9 @@ def run(
         set_num_threads(threads)
         if torch is not None:
             torch.set_num_threads(threads)
-    info = header(torch)
-    print_fn("fastopt bench: " + " ".join(f"{k}={v}" for k, v in info.items()))
+    info = machine_info(torch)
+    print_fn("fastopt bench: " + " ".join(f"{k}={v!r}" if " " in str(v) else f"{k}={v}"
+                                           for k, v in info.items()))  # fmt: skip
     print_fn(
         "(medians of steps alternated with the other implementations in this process; "
         "xN = their time / fastopt's)"

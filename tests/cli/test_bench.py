@@ -39,10 +39,14 @@ def test_bench_command_prints_a_table_and_writes_json(tmp_path):
         check=True,
     ).stdout
     lines = text.splitlines()
-    assert lines[0].startswith("fastopt bench: machine=") and "threads=1" in lines[0]
+    assert lines[0].startswith("fastopt bench: cpu=") and "threads=1" in lines[0]
+    for key in ("cpus=", "threading_layer=", "stream_gbps="):
+        assert key in lines[0]
     assert len([line for line in lines if line.startswith(("adam ", "rmsprop "))]) == 4
     data = json.loads(out.read_text())
-    assert data["header"]["threads"] == 1
+    header = data["header"]
+    assert header["threads"] == 1 and header["stream_gbps"] > 0
+    assert header["threading_layer"] in ("omp", "tbb", "workqueue") and header["cpu"]
     rows = {(r["optimizer"], r["size"]): r for r in data["rows"]}
     assert set(rows) == {("adam", 1000), ("adam", 20000), ("rmsprop", 1000), ("rmsprop", 20000)}
     for row in rows.values():
