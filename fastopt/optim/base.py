@@ -190,9 +190,10 @@ class Optimizer:
             # everything that can fail happens before the first write
             t = state.step
             groups = self._groups
-            if len(groups) == 1:  # the common case, without a call and a comprehension
+            single = len(groups) == 1  # the common case: no lists, no loop
+            if single:
                 lr, wd = hyperparameters(groups[0], t)
-                calls = [(lr, self._scalars(lr, wd, t + 1))]
+                scalars = self._scalars(lr, wd, t + 1)
             else:
                 calls = self._group_calls(t)
             scale = -grad_factor if self.maximize else grad_factor
@@ -207,13 +208,18 @@ class Optimizer:
                     self.skipped_steps += 1
                     self.last_step_skipped = True
                     return False
-            for (kernel, param, _, buffers), group_grad, (_, scalars) in zip(
-                plan.segments, group_grads, calls
-            ):
-                kernel(param, group_grad, *buffers, kernel_scale, *scalars)
+            if single:
+                kernel, param, _, buffers = plan.segments[0]
+                kernel(param, group_grads[0], *buffers, kernel_scale, *scalars)
+                self.last_lr = lr
+            else:
+                for (kernel, param, _, buffers), group_grad, (_, scalars) in zip(
+                    plan.segments, group_grads, calls
+                ):
+                    kernel(param, group_grad, *buffers, kernel_scale, *scalars)
+                self.last_lr = [lr for lr, _ in calls]
             state.step = t + 1
             self.last_step_skipped = False
-            self.last_lr = calls[0][0] if len(calls) == 1 else [lr for lr, _ in calls]
             return True
 
     def _group_calls(self, t):
