@@ -14,8 +14,6 @@ implementations of one configuration, size and dtype side by side::
 stream kernel with the same traffic (timed in the same process just before).
 """
 
-import time
-
 import numpy as np
 import pytest
 
@@ -25,7 +23,7 @@ from fastopt.cli.bench import (
     bytes_per_step,
     fastopt_stepper,
     numpy_stepper,
-    stream_step,
+    stream_seconds,
     torch_stepper,
 )
 
@@ -43,17 +41,6 @@ def cases():
                 for impl in impls:
                     label = f"{name}-{size:.0e}-{dtype}-{impl}"
                     yield pytest.param(name, size, dtype, impl, id=label)
-
-
-def stream_seconds(name, grad, rounds=20):
-    step = stream_step(name, grad)
-    step()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 @pytest.mark.parametrize("name, size, dtype, impl", list(cases()))

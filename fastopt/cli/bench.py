@@ -230,19 +230,24 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-def stream_bandwidth(size=10_000_000, rounds=7):
-    """GB/s of the stream kernel with Adam's traffic (read 4 arrays, write 3), float32,
-    the median of ``rounds`` runs: the machine's ceiling for the update kernels.
-    """
-    grad = np.ones(size, np.float32)
-    step = stream_step("adam", grad)
+def stream_seconds(name, grad, rounds=20):
+    """Median time of the stream kernel with the traffic of ``name``'s update, warmed."""
+    step = stream_step(name, grad)
     step()
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return bytes_per_step("adam", size, np.float32) / float(np.median(times)) / 1e9
+    return float(np.median(times))
+
+
+def stream_bandwidth(size=10_000_000, rounds=7):
+    """GB/s of the stream kernel with Adam's traffic (read 4 arrays, write 3), float32,
+    the median of ``rounds`` runs: the machine's ceiling for the update kernels.
+    """
+    seconds = stream_seconds("adam", np.ones(size, np.float32), rounds)
+    return bytes_per_step("adam", size, np.float32) / seconds / 1e9
 
 
 def machine_info(torch=None, bandwidth=True):
