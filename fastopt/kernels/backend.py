@@ -55,6 +55,29 @@ class GradientViews(Protocol):
     def prepare(self) -> None:
         """Compile what :meth:`views` runs."""
 
+    def updater(self, segment: Any) -> Callable[[Any, float, tuple], None]:
+        """``update(grad, scale, scalars)`` for an optimizer with one segment (a
+        :class:`fastopt.optim.step.Segment`): the checks of :meth:`views`, then the
+        segment's kernel on the caller's gradient, with ``scale`` (a host float) as its
+        gradient scale. ``update.prepare(scalars)`` compiles it.
+        """
+
+
+def checked_then_update(
+    views: GradientViews, segment: Any, grad_scale: Callable[[float], Any]
+) -> Callable[[Any, float, tuple], None]:
+    """:meth:`GradientViews.updater` as :meth:`GradientViews.views`, then the kernel
+    (``grad_scale``: the backend's :meth:`Backend.grad_scale`).
+    """
+    kernel, param, _, state = segment
+
+    def update(grad, scale, scalars):
+        flat, _ = views.views(grad)
+        kernel(param, flat, *state, grad_scale(scale), *scalars)
+
+    update.prepare = lambda scalars: None  # views.prepare() and the kernel's own
+    return update
+
 
 class Backend(Protocol):
     """The operations every backend offers, on its own kind of 1-D buffer."""

@@ -28,7 +28,7 @@ from numba import float64, int64
 from .._jit import CUDA_JIT_OPTIONS, bind, jit
 from .._validation import check_device_buffer, check_device_like
 from . import ALGORITHMS
-from .backend import MISSING_EXTRA, is_device_array
+from .backend import MISSING_EXTRA, checked_then_update, is_device_array
 from .clipping import clipped_scale
 from .host import raise_hazard
 
@@ -346,6 +346,9 @@ class CudaGradientViews:
         flat = unowned_view(grad).reshape(self.size)
         self.cached = (array_key(grad), flat, [flat[s] for s in self.segments])
         return flat, self.cached[2]
+
+    def updater(self, segment):
+        return checked_then_update(self, segment, CUDA.grad_scale)
 
 
 class CudaBackend:

@@ -25,9 +25,10 @@ from numba import prange
 
 from .. import _config
 from .._config import REDUCTION_BLOCK
-from .._jit import element, kernel, reduction, serial_and_parallel
+from .._jit import bind, element, kernel, reduction, serial_and_parallel
 from .._validation import check_buffer, check_like
 from . import ALGORITHMS
+from .backend import checked_then_update
 from .clipping import clipped_scale
 
 
@@ -123,6 +124,29 @@ def _gradient_hazard(owner, grad, layout):
     return 0
 
 
+def _checked_update(owner, layout, param, grad, state, grad_scale, scalars):
+    """``update(param, grad, *state, grad_scale, *scalars)`` (a serial loop) unless
+    :func:`_gradient_hazard` finds a hazard, in one compiled call; returns the hazard.
+
+    A step on a small buffer is mostly call overhead: checking the gradient's memory in
+    the same call saves a second dispatch, and the two tuples pass without unpacking
+    (``scalars`` a plain tuple: numba types a NamedTuple argument about 0.7 us slower).
+    Only serial loops are wrapped: a serial function that calls a threaded one is not
+    safe to load from numba's cache.
+    """
+    hazard = _gradient_hazard(owner, grad, layout)
+    if hazard == 0:
+        update(param, grad, *state, grad_scale, *scalars)  # noqa: F821  (bound per algorithm)
+    return hazard
+
+
+CHECKED = {
+    serial: kernel(bind(_checked_update, f"{name}_checked_serial", update=serial))
+    for name, (serial, _) in KERNELS.items()
+}
+"""Serial loop -> the same loop behind the gradient checks (see :func:`_checked_update`)."""
+
+
 def address(array):
     return array.__array_interface__["data"][0]
 
@@ -149,6 +173,33 @@ class HostGradientViews:
             raise_hazard(_gradient_hazard(self.owner, grad, self.layout))
         flat = grad if grad.ndim == 1 else grad.reshape(-1)
         return flat, (flat,) if self.whole else [flat[s] for s in self.segments]
+
+    def updater(self, segment):
+        """``update(grad, scale, scalars)``: the checks of :meth:`views`, then the segment's
+        kernel; a serial kernel runs with the memory checks in the same call.
+        """
+        checked = CHECKED.get(segment.kernel)
+        if checked is None:
+            return checked_then_update(self, segment, HOST.grad_scale)
+        owner, layout, shape, dtype = self.owner, self.layout, self.shape, self.dtype
+        strides, ndarray = (dtype.itemsize,), np.ndarray
+        _, param, _, state = segment
+
+        def update(grad, grad_scale, scalars):
+            if type(grad) is not ndarray or grad.strides != strides or grad.shape != shape:
+                check_like("grad", grad, shape, dtype)  # raises for what is not a flat copy
+                grad = grad.reshape(-1)
+            elif grad.dtype is not dtype:
+                check_like("grad", grad, shape, dtype)  # raises, unless an equal dtype
+            hazard = checked(owner, layout, param, grad, state, grad_scale, scalars)
+            if hazard:
+                raise_hazard(hazard)
+
+        update.prepare = lambda scalars: checked(
+            owner, layout, param[:0], np.empty(0, dtype), tuple(a[:0] for a in state), 0.0,
+            tuple(scalars),
+        )  # fmt: skip
+        return update
 
 
 def raise_hazard(hazard):

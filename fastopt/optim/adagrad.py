@@ -92,6 +92,9 @@ class Adagrad(Optimizer):
     def _state_fill(self):
         return {"sum": self.initial_accumulator_value}
 
+    def _step_key(self, step):
+        return step if self.lr_decay != 0 else None
+
     def _scalars(self, lr, weight_decay, step):
         return adagrad.host_scalars(
             lr=lr, lr_decay=self.lr_decay, weight_decay=weight_decay, eps=self.eps, step=step

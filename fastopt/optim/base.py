@@ -39,6 +39,7 @@ class Optimizer:
     defaults: dict
     _released = False
     _last_norm = None
+    _reused_scalars = None
 
     def __init__(
         self,
@@ -89,6 +90,7 @@ class Optimizer:
         step for a kernel not ready yet.
         """
         self._lock = threading.Lock()
+        self._reused_scalars = None
         self._plan = StepPlan(self.backend, self.algorithm, self._params, self.param,
                               self._state, self._groups)  # fmt: skip
         self._plan.prepare(self._scalars(0.0, 0.0, 1))
@@ -183,20 +185,31 @@ class Optimizer:
                     "step the DataParallel instead"
                 )
             plan, state = self._plan, self._state
+            t = state.step
+            scale = -grad_factor if self.maximize else grad_factor
+            if plan.single and self.max_grad_norm is None and not self.skip_nonfinite:
+                # the common case: no lists, no loop, no norm; every check before the write
+                lr, scalars = self._single_group_scalars(t)
+                if grad is None:
+                    kernel, param, group_grad, buffers = plan.segments[0]
+                    if group_grad is None:
+                        plan.grads(None)  # raises: a plain array needs grad=
+                    kernel(param, group_grad, *buffers, plan.grad_scale(scale), *scalars)
+                else:
+                    plan.update_single(grad, scale, scalars)
+                self.last_lr = lr
+                state.step = t + 1
+                self.last_step_skipped = False
+                return True
             if grad is None and plan.grad_buffer is not None:
                 flat_grad, group_grads = plan.grad_buffer, plan.buffer_grads
             else:
                 flat_grad, group_grads = plan.grads(grad)
             # everything that can fail happens before the first write
-            t = state.step
-            groups = self._groups
-            single = len(groups) == 1  # the common case: no lists, no loop
-            if single:
-                lr, wd = hyperparameters(groups[0], t)
-                scalars = self._scalars(lr, wd, t + 1)
+            if plan.single:
+                lr, scalars = self._single_group_scalars(t)
             else:
                 calls = self._group_calls(t)
-            scale = -grad_factor if self.maximize else grad_factor
             if self.max_grad_norm is None and not self.skip_nonfinite:
                 kernel_scale = plan.grad_scale(scale)
             else:
@@ -208,7 +221,7 @@ class Optimizer:
                     self.skipped_steps += 1
                     self.last_step_skipped = True
                     return False
-            if single:
+            if plan.single:
                 kernel, param, _, buffers = plan.segments[0]
                 kernel(param, group_grads[0], *buffers, kernel_scale, *scalars)
                 self.last_lr = lr
@@ -221,6 +234,28 @@ class Optimizer:
             state.step = t + 1
             self.last_step_skipped = False
             return True
+
+    def _single_group_scalars(self, t):
+        """``(lr, host scalars as a plain tuple)`` of the one group for the update after
+        ``t`` updates. With constant hyperparameters the scalars are reused while
+        :meth:`_step_key` is unchanged.
+        """
+        group = self._groups[0]
+        lr, wd = hyper = hyperparameters(group, t)
+        key = self._step_key(t + 1)
+        reused = self._reused_scalars
+        if reused is not None and reused[0] is hyper and reused[1] == key:
+            return lr, reused[2]
+        scalars = tuple(self._scalars(lr, wd, t + 1))
+        if hyper is group.constant:  # kept alive here, so never mistaken for a new tuple
+            self._reused_scalars = (hyper, key, scalars)
+        return lr, scalars
+
+    def _step_key(self, step):
+        """What, besides lr and weight decay, the host scalars of update ``step`` depend
+        on: equal keys give equal scalars (by default the step itself).
+        """
+        return step
 
     def _group_calls(self, t):
         """``(lr, host scalars)`` of every group for the update after ``t`` updates, all
@@ -330,7 +365,7 @@ class Optimizer:
                 "state_dict() (host arrays) and load_state_dict() it into a new one"
             )
         state = dict(self.__dict__)
-        for key in ("_plan", "param", "_lock"):
+        for key in ("_plan", "param", "_lock", "_reused_scalars"):
             state.pop(key, None)
         state["_last_norm"] = self.last_grad_norm
         return state

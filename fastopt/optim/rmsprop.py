@@ -105,6 +105,9 @@ class RMSprop(Optimizer):
             fill["momentum_buffer"] = 0.0
         return fill
 
+    def _step_key(self, step):
+        return None  # the scalars do not depend on the step
+
     def _scalars(self, lr, weight_decay, step):
         return rmsprop.host_scalars(
             lr=lr,

@@ -131,6 +131,9 @@ class SGD(Optimizer):
     def _state_fill(self):
         return {"momentum_buffer": 0.0} if self.momentum != 0 else {}
 
+    def _step_key(self, step):
+        return step == 1  # first_step
+
     def _scalars(self, lr, weight_decay, step):
         return sgd.host_scalars(
             lr=lr,

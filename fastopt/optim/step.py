@@ -50,6 +50,8 @@ class StepPlan:
             tuple(grad_shape), param.dtype, slices, owner, written
         )
         self.norm = self.info_norm = None
+        self.single = len(self.segments) == 1
+        self.update_single = self.gradient_views.updater(self.segments[0]) if self.single else None
 
     def prepare(self, scalars):
         """Compile (or load from the cache) every kernel a step calls, by calling each on
@@ -60,6 +62,8 @@ class StepPlan:
         for segment in self.segments:
             segment.kernel(empty, empty, *(empty for _ in segment.state), grad_scale, *scalars)
         self.gradient_views.prepare()
+        if self.single:
+            self.update_single.prepare(scalars)
 
     def grads(self, grad):
         """``(flat gradient, one view per group)``: the gradient buffer's for None."""

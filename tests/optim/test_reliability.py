@@ -17,6 +17,7 @@ import fastopt
 from fastopt import functional as F
 
 import reference
+from registry import CASE_IDS, CASES, make
 
 
 def snapshot(opt, *arrays):
@@ -75,6 +76,68 @@ def test_the_gradient_buffer_of_a_flatparams_passed_back_is_fine_but_its_data_is
     assert opt.step(fp.grad)
     with pytest.raises(ValueError, match="must not share memory"):
         opt.step(fp.data)
+
+
+@pytest.mark.parametrize("size", [8, 40_001])
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (lambda g: g[::2], ValueError, "must have the shape"),
+        (lambda g: np.repeat(g, 2)[::2], ValueError, "C-contiguous"),
+        (lambda g: g.astype(np.float32), TypeError, "must have the dtype"),
+        (lambda g: g.tolist(), TypeError, "must be a numpy.ndarray, but got list"),
+        (lambda g: np.ma.masked_array(g), TypeError, "ndarray subclass"),
+    ],
+    ids=["shape", "strided", "dtype", "list", "subclass"],
+)
+def test_a_wrong_gradient_is_rejected_before_any_write(size, bad, error, match):
+    p = np.linspace(-1, 1, size)
+    opt = fastopt.SGD(p, lr=0.5, momentum=0.9)
+    opt.step(np.ones(size))
+    before = snapshot(opt, p)
+    with pytest.raises(error, match=match):
+        opt.step(bad(np.full(size, 2.0)))
+    assert_unchanged(opt, [p], before)
+    assert opt.step_count == 1
+
+
+@pytest.mark.parametrize("size", [8, 40_001])
+def test_a_gradient_of_any_equal_layout_is_accepted(size):
+    """2-D parameters, an equal but distinct dtype object: the same update as a flat copy."""
+    p2d, flat = np.ones((2, size)), np.ones(2 * size)
+    g = np.linspace(0, 1, 2 * size)
+    equal_dtype = np.dtype("f8", metadata={"origin": "a test"})
+    assert equal_dtype == np.float64 and equal_dtype is not np.dtype(np.float64)
+    opt_2d, opt_flat = fastopt.Adam(p2d, lr=0.1), fastopt.Adam(flat, lr=0.1)
+    opt_2d.step(g.reshape(2, size).view(equal_dtype))
+    opt_flat.step(g)
+    assert p2d.tobytes() == flat.tobytes()
+
+
+@pytest.mark.parametrize("name, options", CASES, ids=CASE_IDS)
+def test_reused_host_scalars_follow_every_edit(name, options):
+    """With constant hyperparameters a step reuses the last host scalars; the same values
+    from a schedule are recomputed at every step: the two runs must stay bit-equal through
+    edits of lr, weight_decay and lr_scale.
+    """
+    rng = np.random.default_rng(3)
+    grads = rng.standard_normal((8, 50))
+    lrs = [0.01, 0.01, 0.01, 0.03, 0.03, 0.002, 0.002, 0.002]
+    constant_p, scheduled_p = np.ones(50), np.ones(50)
+    constant = make(name, constant_p, **dict(options, lr=lrs[0]))
+    scheduled = make(name, scheduled_p, **dict(options, lr=lambda t: lrs[t]))
+    for t, g in enumerate(grads):
+        constant.param_groups[0]["lr"] = lrs[t]
+        if t == 4:
+            for opt in (constant, scheduled):
+                opt.param_groups[0]["weight_decay"] = 0.2
+        if t == 6:
+            for opt in (constant, scheduled):
+                opt.param_groups[0]["lr_scale"] = 0.5
+        constant.step(g)
+        scheduled.step(g)
+        assert constant_p.tobytes() == scheduled_p.tobytes(), f"step {t + 1}"
+    assert constant.last_lr == scheduled.last_lr == 0.001
 
 
 # -- a step applies to every group or to none --------------------------------------------
@@ -261,14 +324,15 @@ def test_ndarray_subclasses_are_rejected_at_construction(make):
     assert opt.step(np.ones(array.shape))
 
 
-def test_a_resized_array_gives_an_error_not_a_crash():
-    p = np.ones(100_000)
+@pytest.mark.parametrize("size", [1_000, 100_000])  # serial kernel (checks fused), threaded
+def test_a_resized_array_gives_an_error_not_a_crash(size):
+    p = np.ones(size)
     opt = fastopt.SGD(p, lr=0.1)
-    p.resize(400_000, refcheck=False)  # the optimizer's views now point at freed memory
-    with pytest.raises(ValueError, match=r"expects \(100000,\) but got \(400000,\)"):
-        opt.step(np.ones(400_000))
+    p.resize(4 * size, refcheck=False)  # the optimizer's views now point at freed memory
+    with pytest.raises(ValueError, match=rf"expects \({size},\) but got \({4 * size},\)"):
+        opt.step(np.ones(4 * size))
     with pytest.raises(RuntimeError, match="resized or reallocated"):
-        opt.step(np.ones(100_000))
+        opt.step(np.ones(size))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
