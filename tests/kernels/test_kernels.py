@@ -19,10 +19,11 @@ KERNELS = [kernel for pair in host.KERNELS.values() for kernel in pair] + [
     host.grad_sumsq_serial,
     host.grad_sumsq_parallel,
 ]
+CHECKED = list(host.CHECKED.values())  # compiled per dtype and parameter ndim
 
 
 def signature_count():
-    return {k.__name__: len(k.signatures) for k in KERNELS}
+    return {k.__name__: len(k.signatures) for k in KERNELS + CHECKED}
 
 
 @pytest.mark.parametrize("name, options", CASES, ids=CASE_IDS)
@@ -46,13 +47,33 @@ def test_no_recompilation_across_steps_and_one_compilation_per_dtype(name, optio
         assert len(dtypes) == len(set(dtypes)), (kernel.__name__, kernel.signatures)
 
 
-@pytest.mark.parametrize("name, options", CASES, ids=CASE_IDS)
-def test_step_allocates_nothing(name, options, rng):
+def flatparams_clipped(name, options, rng):
+    """Threaded kernels, the norm reduction, a schedule: ``(step, arrays per step)``."""
     size = 100_003
     fp = fastopt.FlatParams([rng.standard_normal(size).astype(np.float32)])
     opt = make(name, fp, lr=lr_schedule, max_grad_norm=1.0, skip_nonfinite=True, **options)
     fp.grad[:] = rng.standard_normal(size)
-    opt.step()
+    # numba wraps each ndarray argument in a small MemInfo on entry (freed on return);
+    # anything beyond one per array argument would be an allocation inside a kernel.
+    arrays = sum(2 + len(state) for *_, state in opt._plan.segments) + 2
+    return opt.step, arrays
+
+
+def array_with_gradient(name, options, rng):
+    """A serial kernel behind the fused gradient checks, constant hyperparameters."""
+    size = 10_000  # below PARALLEL_MIN_SIZE; one float32 temporary would be 40 kB
+    opt = make(name, rng.standard_normal(size).astype(np.float32), lr=0.01, **options)
+    grad = rng.standard_normal(size).astype(np.float32)
+    assert opt._plan.segments[0].kernel in host.CHECKED
+    (state,) = [segment.state for segment in opt._plan.segments]
+    return lambda: opt.step(grad), 4 + len(state)  # owner, layout, param, grad, state
+
+
+@pytest.mark.parametrize("setup", [flatparams_clipped, array_with_gradient])
+@pytest.mark.parametrize("name, options", CASES, ids=CASE_IDS)
+def test_step_allocates_nothing(name, options, setup, rng):
+    step, arrays_per_step = setup(name, options, rng)
+    step()
     was_enabled = _nrt_python.memsys_stats_enabled()
     _nrt_python.memsys_enable_stats()
     nrt_before = rtsys.get_allocation_stats()
@@ -61,16 +82,13 @@ def test_step_allocates_nothing(name, options, rng):
         baseline = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
         for _ in range(50):
-            opt.step()
+            step()
         current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     nrt_after = rtsys.get_allocation_stats()
     if not was_enabled:
         _nrt_python.memsys_disable_stats()
-    # numba wraps each ndarray argument in a small MemInfo on entry (freed on return);
-    # anything beyond one per array argument would be an allocation inside a kernel.
-    arrays_per_step = sum(2 + len(state) for *_, state in opt._plan.segments) + 2
     assert nrt_after.alloc - nrt_before.alloc == 50 * arrays_per_step
     assert nrt_after.free - nrt_before.free == 50 * arrays_per_step
     assert current - baseline < 1024
