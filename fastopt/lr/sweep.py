@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._plotting import finish, pyplot
+from .._validation import check_number
 from ..optim import SGD
 from .gradcheck import check_grad
 from .problem import Problem, diverged
@@ -29,7 +30,55 @@ if TYPE_CHECKING:
     from .gradcheck import GradCheckResult
 
 DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
-VERDICTS = ("good", "slow", "oscillating", "diverged")
+VERDICTS = ("good", "slow", "flat", "oscillating", "diverged")
+
+
+class SweepFailed(RuntimeError):
+    """``loss_grad`` (or the optimizer) raised during a sweep; the original error is the
+    ``__cause__``. The parameters were restored.
+
+    Attributes
+    ----------
+    lr : float
+        The rate of the run that failed.
+    update : int
+        The update after which the cost was being evaluated (0: the starting cost).
+    costs : ndarray
+        That run's costs up to the failure.
+    partial : SweepResult or None
+        The runs that finished before it, or None if none did.
+    """
+
+    def __init__(self, lr, update, costs, partial, error):
+        what = "the starting cost" if update == 0 else f"the cost after update {update}"
+        super().__init__(
+            f"the sweep failed in the run at lr={lr:g}, evaluating {what}: "
+            f"{type(error).__name__}: {error}"
+            + (f" ({len(partial.lrs)} finished runs are in .partial)" if partial else "")
+        )
+        self.lr, self.update, self.costs, self.partial = lr, update, costs, partial
+
+
+def check_rules(
+    *, diverge_factor: float, max_increase_share: float, min_decrease: float, increase_rtol: float
+) -> dict[str, float]:
+    """The verdict rules of :func:`sweep`, checked, as floats."""
+    return {
+        "diverge_factor": check_number(
+            "diverge_factor", diverge_factor, "a finite number > 1",
+            lambda v: 1 < v < math.inf,
+        ),
+        "max_increase_share": check_number(
+            "max_increase_share", max_increase_share, "0 <= max_increase_share < 1",
+            lambda v: 0 <= v < 1,
+        ),
+        "min_decrease": check_number(
+            "min_decrease", min_decrease, "0 <= min_decrease < 1", lambda v: 0 <= v < 1
+        ),
+        "increase_rtol": check_number(
+            "increase_rtol", increase_rtol, "0 <= increase_rtol < 1", lambda v: 0 <= v < 1
+        ),
+    }  # fmt: skip
 
 
 def sweep(
@@ -81,6 +130,9 @@ def sweep(
         than ``increase_rtol`` relative) is "oscillating".
     min_decrease : float, default 0.01
         A run whose cost fell by less than this fraction of the starting cost is "slow".
+    increase_rtol : float, default 1e-6
+        Rounding: a change of the cost by at most this fraction of it is no change. A run
+        in which no cost differs from the starting cost by more than this is "flat".
     progress : bool, optional
         Show a progress bar on stderr (default: only on a terminal, after 0.5 s).
     **optimizer_kwargs
@@ -90,12 +142,20 @@ def sweep(
     -------
     SweepResult
 
+    Raises
+    ------
+    SweepFailed
+        When ``loss_grad`` or the optimizer raises: it names the rate and the update, and
+        carries the finished runs (``.partial``); the original error is its cause.
+
     Notes
     -----
     Verdicts, in this order of precedence:
 
     * ``"diverged"``: a non-finite cost, a cost above ``diverge_factor`` x the start, or a
       final cost above the start.
+    * ``"flat"``: the cost never moved beyond rounding (``increase_rtol``): the updates
+      changed nothing the cost can see.
     * ``"oscillating"``: more than ``max_increase_share`` of the updates raised the cost.
       "If the cost sometimes goes up, alpha is too large or there is a bug."
     * ``"slow"``: consistent but the cost fell by less than ``min_decrease`` of the start.
@@ -103,10 +163,13 @@ def sweep(
 
     The pick: among "good" runs, the lowest final cost (the fastest decrease over the same
     number of updates; the larger rate on a tie); if there is none, the lowest final cost
-    among "slow" runs. A diverged or oscillating run is never picked. When even the
+    among "slow" runs. A diverged, flat or oscillating run is never picked. When even the
     smallest rate failed to decrease the cost, :func:`fastopt.check_grad` is run once and
     its finding is part of the reason: "with a small enough alpha, the cost should
-    decrease on every iteration".
+    decrease on every iteration". When no run moved the cost at all, the reason says so
+    and names the likely causes: ``loss_grad`` does not write the gradient, the gradient
+    is zero, or it is not the gradient of this cost (whether the gradient buffer was left
+    at zero at the starting point tells the first two from the third).
     """
     lrs = np.array(DEFAULT_LRS if lrs is None else lrs, dtype=np.float64)
     if lrs.ndim != 1 or lrs.size == 0 or not np.all(np.isfinite(lrs)) or np.any(lrs < 0):
@@ -117,44 +180,59 @@ def sweep(
         or iterations < 1
     ):
         raise ValueError(f"Invalid iterations: {iterations!r} (expected an integer >= 1)")
-    rules = {
-        "diverge_factor": float(diverge_factor),
-        "max_increase_share": float(max_increase_share),
-        "min_decrease": float(min_decrease),
-        "increase_rtol": float(increase_rtol),
-    }
-    if not rules["diverge_factor"] > 1:
-        raise ValueError(f"Invalid diverge_factor: {diverge_factor} (expected > 1)")
+    rules = check_rules(
+        diverge_factor=diverge_factor,
+        max_increase_share=max_increase_share,
+        min_decrease=min_decrease,
+        increase_rtol=increase_rtol,
+    )
+    if batches is not None and hasattr(batches, "__len__") and len(batches) < iterations + 1:
+        raise ValueError(
+            f"Invalid batches: {len(batches)} batches for {iterations} iterations (expected "
+            f"at least iterations + 1 = {iterations + 1}: one per cost evaluated)"
+        )
     problem = Problem(loss_grad, params, batches)
     costs = np.full((lrs.size, iterations + 1), np.nan)
     bar = Progress(lrs.size * iterations, "sweep", enabled=progress)
-    grad_check = None
+    grad_check = grad_zero = None
+    result = lambda rows: SweepResult(  # noqa: E731
+        lrs[:rows], costs[:rows], [classify(c, **rules) for c in costs[:rows]], rules,
+        optimizer, optimizer_kwargs, grad_check, grad_zero,
+    )  # fmt: skip
     try:
         for row, lr in enumerate(lrs):
-            problem.restore()
-            step = problem.make_step(optimizer, float(lr), optimizer_kwargs)
-            stream = problem.batch_stream()
-            costs[row, 0] = start = problem.cost(stream)
-            for k in range(1, iterations + 1):
-                step()
-                costs[row, k] = cost = problem.cost(stream)
-                if diverged(cost, start, rules["diverge_factor"]):
-                    costs[row, k + 1 :] = np.nan
-                    bar.advance(iterations - k + 1, f"lr={lr:g} diverged")
-                    break
-                bar.advance(1, f"lr={lr:g}")
+            k = 0
+            try:
+                problem.restore()
+                step = problem.make_step(optimizer, float(lr), optimizer_kwargs)
+                stream = problem.batch_stream()
+                costs[row, 0] = start = problem.cost(stream)
+                for k in range(1, iterations + 1):
+                    step()
+                    costs[row, k] = cost = problem.cost(stream)
+                    if diverged(cost, start, rules["diverge_factor"]):
+                        costs[row, k + 1 :] = np.nan
+                        bar.advance(iterations - k + 1, f"lr={lr:g} diverged")
+                        break
+                    bar.advance(1, f"lr={lr:g}")
+            except Exception as error:
+                partial = result(row) if row else None
+                raise SweepFailed(float(lr), k, costs[row, :k].copy(), partial, error) from error
         verdicts = [classify(c, **rules) for c in costs]
         smallest = int(np.argmin(lrs))
         if verdicts[smallest] not in ("good", "slow"):
             problem.restore()
-            batch = None
-            if batches is not None:
-                batch = next(problem.batch_stream())
+            stream = problem.batch_stream()
+            batch = None if stream is None else next(stream)
+            if all(v == "flat" for v in verdicts):
+                problem.cost(None if stream is None else iter([batch]))
+                grad_zero = not np.any(problem.host(problem.grad))
+                problem.restore()
             grad_check = check_grad(loss_grad, problem.params, batch=batch)
     finally:
         problem.restore()
         bar.close()
-    return SweepResult(lrs, costs, verdicts, rules, optimizer, optimizer_kwargs, grad_check)
+    return result(lrs.size)
 
 
 def classify(
@@ -166,12 +244,20 @@ def classify(
     increase_rtol: float = 1e-6,
 ) -> str:
     """The verdict for one run's costs (NaN after a divergence stop); see :func:`sweep`."""
+    check_rules(
+        diverge_factor=diverge_factor,
+        max_increase_share=max_increase_share,
+        min_decrease=min_decrease,
+        increase_rtol=increase_rtol,
+    )
     costs = np.asarray(costs, dtype=np.float64)
     start = costs[0]
     finite = costs[np.isfinite(costs)]
     stopped = finite.size < costs.size
     if stopped or any(diverged(c, start, diverge_factor) for c in finite) or finite[-1] > start:
         return "diverged"
+    if np.all(np.abs(finite - start) <= increase_rtol * abs(start)):
+        return "flat"
     steps = np.diff(finite)
     increases = steps > increase_rtol * np.abs(finite[:-1])
     if steps.size and increases.mean() > max_increase_share:
@@ -191,13 +277,17 @@ class SweepResult:
         Row ``i`` is the run at ``lrs[i]``: the starting cost, then the cost after each
         update; NaN after a run was stopped for divergence.
     verdicts : list of str
-        "good", "slow", "oscillating" or "diverged" per rate (rules in :func:`sweep`).
+        "good", "slow", "flat", "oscillating" or "diverged" per rate (rules in
+        :func:`sweep`).
     best_lr : float or None
         The pick; None when no run decreased the cost consistently.
     reason : str
         Why this rate (or why none).
     grad_check : GradCheckResult or None
         Set when the smallest rate failed to decrease the cost.
+    grad_zero : bool or None
+        When no run moved the cost: whether ``loss_grad`` left the gradient at zero at the
+        starting point (it does not write it, or it is zero); None otherwise.
     """
 
     def __init__(
@@ -209,9 +299,10 @@ class SweepResult:
         optimizer: Callable[..., Optimizer],
         options: Mapping[str, Any],
         grad_check: GradCheckResult | None,
+        grad_zero: bool | None = None,
     ) -> None:
         self.lrs, self.costs, self.verdicts = lrs, costs, verdicts
-        self.rules, self.grad_check = rules, grad_check
+        self.rules, self.grad_check, self.grad_zero = rules, grad_check, grad_zero
         self.optimizer = getattr(optimizer, "__name__", repr(optimizer))
         self.options = dict(options)
         self.iterations = costs.shape[1] - 1
@@ -240,7 +331,29 @@ class SweepResult:
         bad_text = (
             f"; cost went up with lr {', '.join(bad)} (diverged or oscillating)" if bad else ""
         )
-        if self.best_index is None:
+        flat = [f"{self.lrs[i]:g}" for i, v in enumerate(self.verdicts) if v == "flat"]
+        if flat and len(flat) < len(self.verdicts):
+            bad_text += f"; the cost did not move with lr {', '.join(flat)}"
+        if flat and len(flat) == len(self.verdicts):
+            text = (
+                f"no run changed the cost beyond rounding (relative change at most "
+                f"{self.rules['increase_rtol']:g} in every run, lr {self.lrs.min():g} to "
+                f"{self.lrs.max():g}), so no rate is picked. The likely causes: loss_grad "
+                "does not write the gradient into grad, the gradient is zero, or it is not "
+                "connected to the cost (not the gradient of the cost it returns)"
+            )
+            if self.grad_zero is True:
+                text += (
+                    "; here loss_grad left grad at zero at the starting point: it does not "
+                    "write the gradient, or the gradient is zero there"
+                )
+            elif self.grad_zero is False:
+                text += (
+                    "; here loss_grad wrote a nonzero gradient, so it is probably not the "
+                    "gradient of the returned cost (or the rates are far too small)"
+                )
+            text += "."
+        elif self.best_index is None:
             text = (
                 "no run decreased the cost consistently"
                 + bad_text
@@ -276,9 +389,9 @@ class SweepResult:
 
     def table(self) -> str:
         """The runs as a text table, the pick marked with ``*``."""
-        options = f" {self.options}" if self.options else ""
+        options = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         lines = [
-            f"sweep: {self.optimizer}{options}, {self.iterations} updates per run",
+            f"sweep: {self.optimizer}({options}), {self.iterations} updates per run",
             f"  {'lr':>10s} {'start':>12s} {'final':>12s} {'change':>8s} "
             f"{'increases':>10s}  verdict",
         ]
@@ -323,6 +436,7 @@ class SweepResult:
             "best_lr": self.best_lr,
             "reason": self.reason,
             "grad_check": None if self.grad_check is None else self.grad_check.to_dict(),
+            "grad_zero": self.grad_zero,
         }
 
     def plot(self, path: str | PathLike[str] | None = None, *, ax: Axes | None = None) -> Axes:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt.lr.sweep import DEFAULT_LRS, classify
+from fastopt.lr.sweep import DEFAULT_LRS, SweepFailed, classify
 
 from problems import logistic_problem, quadratic
 
@@ -143,8 +143,11 @@ def test_mini_batch_sweep_replays_the_same_batches():
     assert result.best_lr == 0.1
     with pytest.raises(TypeError, match="one-shot iterator cannot be replayed"):
         fastopt.sweep(loss_grad, np.zeros(5), batches=iter(batches))
-    with pytest.raises(ValueError, match="batches ran out"):
+    with pytest.raises(ValueError, match=r"Invalid batches: 31 batches for 40 iterations"):
         fastopt.sweep(loss_grad, np.zeros(5), lrs=[0.01], iterations=40, batches=batches)
+    with pytest.raises(SweepFailed, match="lr=0.01, evaluating the cost after update 31") as e:
+        fastopt.sweep(loss_grad, np.zeros(5), lrs=[0.01], iterations=40, batches=lambda: batches)
+    assert "batches ran out" in str(e.value.__cause__)
 
 
 def test_result_table_dict_and_plot(tmp_path):
@@ -180,5 +183,134 @@ def test_invalid_sweep_arguments():
         fastopt.sweep(loss_grad, x0, iterations=0)
     with pytest.raises(ValueError, match=r"params must be a 1-D array"):
         fastopt.sweep(loss_grad, np.zeros((2, 2)))
-    with pytest.raises(TypeError, match=r"loss_grad must return the cost as a number"):
+    with pytest.raises(SweepFailed, match=r"loss_grad must return the cost as a number") as e:
         fastopt.sweep(lambda x, g: "low", x0, lrs=[0.1], iterations=2)
+    assert isinstance(e.value.__cause__, TypeError)
+
+
+# -- verdicts that never mislead ---------------------------------------------------------
+def mlp_problem(seed=0):
+    """A small tanh network on random data: (params, loss_grad) with a correct gradient."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.standard_normal((64, 8)), rng.standard_normal((64, 1))
+    fp = fastopt.FlatParams(
+        {"W": rng.standard_normal((8, 6)) * 0.5, "b": np.zeros(6), "v": rng.standard_normal((6, 1))}
+    )
+
+    def loss_grad(p, g):
+        h = np.tanh(x @ p.params["W"] + p.params["b"])
+        r = h @ p.params["v"] - y
+        dh = (r @ p.params["v"].T) * (1 - h * h) / len(x)
+        p.grads["W"][:] = x.T @ dh
+        p.grads["b"][:] = dh.sum(0)
+        p.grads["v"][:] = h.T @ r / len(x)
+        return float(0.5 * np.mean(r * r))
+
+    return fp, loss_grad
+
+
+def test_a_gradient_never_written_gives_flat_runs_no_pick_and_the_causes():
+    fp, loss_grad = mlp_problem()
+    before = fp.data.copy()
+    result = fastopt.sweep(lambda p, g: _cost_only(loss_grad, p), fp, iterations=10)
+    assert result.verdicts == ["flat"] * len(DEFAULT_LRS)
+    assert result.best_lr is None and result.best_index is None
+    assert "no run changed the cost beyond rounding" in result.reason
+    assert "does not write the gradient" in result.reason and "not connected" in result.reason
+    assert result.grad_zero is True and "left grad at zero" in result.reason
+    assert result.grad_check is not None and not result.grad_check.ok
+    assert result.grad_check.message in result.reason
+    assert fp.data.tobytes() == before.tobytes()
+    assert "pick: no run" in result.table()
+
+
+def _cost_only(loss_grad, p):
+    """The cost of ``loss_grad`` with its gradient thrown away (a gradient never written)."""
+    saved = p.grad.copy()
+    cost = loss_grad(p, p.grad)
+    p.grad[:] = saved
+    return cost
+
+
+def test_a_constant_zero_cost_is_flat_not_good():
+    x = np.ones(4)
+    result = fastopt.sweep(lambda p, g: 0.0, x, lrs=[0.01, 0.1], iterations=5)
+    assert result.verdicts == ["flat", "flat"] and result.best_lr is None
+    assert classify([0.0] * 6) == "flat"
+
+
+def test_a_gradient_not_connected_to_the_cost_is_told_apart_from_a_zero_one():
+    fp, loss_grad = mlp_problem()
+
+    def wrong(p, g):
+        loss_grad(p, g)  # a nonzero gradient is written ...
+        return 1.5  # ... but the cost returned does not depend on the parameters
+
+    result = fastopt.sweep(wrong, fp, lrs=[1e-3, 1e-2], iterations=5)
+    assert result.verdicts == ["flat", "flat"] and result.best_lr is None
+    assert result.grad_zero is False and "probably not the gradient" in result.reason
+
+
+def test_flat_runs_are_never_picked_beside_moving_ones():
+    costs = {0.1: [1.0, 0.5, 0.25], 0.01: [1.0, 1.0, 1.0]}
+    assert classify(costs[0.01]) == "flat" and classify(costs[0.1]) == "good"
+    assert classify([1.0, 1.0 - 1e-9, 1.0]) == "flat"  # rounding is no change
+    assert classify([1.0, 1.0 - 1e-3, 1.0 - 2e-3]) == "slow"
+    x0, loss_grad = quadratic(3, 1.0, np.float64)
+    result = fastopt.sweep(loss_grad, x0, lrs=[0.0, 0.1], iterations=10)
+    assert result.verdicts[0] == "flat" and result.best_lr == 0.1
+    assert "did not move with lr 0" in result.reason
+
+
+@pytest.mark.parametrize(
+    "rule, value, match",
+    [
+        ("diverge_factor", 1.0, r"Invalid diverge_factor: 1.0 \(expected a finite number > 1\)"),
+        ("diverge_factor", float("inf"), "Invalid diverge_factor: inf"),
+        ("max_increase_share", 1.0, r"expected 0 <= max_increase_share < 1"),
+        ("max_increase_share", -0.1, r"Invalid max_increase_share: -0.1"),
+        ("min_decrease", float("nan"), r"Invalid min_decrease: nan"),
+        ("min_decrease", 1.5, r"expected 0 <= min_decrease < 1"),
+        ("increase_rtol", -1e-6, r"Invalid increase_rtol: -1e-06"),
+    ],
+)
+def test_rule_parameters_are_validated(rule, value, match):
+    x0, loss_grad = quadratic(3, 1.0, np.float64)
+    calls = []
+    with pytest.raises(ValueError, match=match):
+        fastopt.sweep(lambda x, g: calls.append(1) or loss_grad(x, g), x0, **{rule: value})
+    assert not calls  # checked before any run
+    with pytest.raises(ValueError, match=match):
+        classify([1.0, 0.5], **{rule: value})
+    with pytest.raises(TypeError, match="expected a real number, got str"):
+        fastopt.sweep(loss_grad, x0, **{rule: "0.5"})
+
+
+def test_a_failure_names_the_rate_and_update_and_carries_the_finished_runs():
+    x0, loss_grad = quadratic(3, 1.0, np.float64)
+    x = x0.copy()
+    calls = [0]
+
+    def flaky(p, g):
+        calls[0] += 1
+        if calls[0] == 2 * 11 + 4:  # third run, after its third update
+            raise FloatingPointError("overflow in the model")
+        return loss_grad(p, g)
+
+    with pytest.raises(SweepFailed) as e:
+        fastopt.sweep(flaky, x, lrs=[0.01, 0.1, 0.3, 1.0], iterations=10)
+    failure = e.value
+    assert failure.lr == 0.3 and failure.update == 3
+    assert "lr=0.3, evaluating the cost after update 3" in str(failure)
+    assert "FloatingPointError: overflow in the model" in str(failure)
+    assert isinstance(failure.__cause__, FloatingPointError)
+    assert failure.costs.shape == (3,) and np.isfinite(failure.costs).all()
+    assert list(failure.partial.lrs) == [0.01, 0.1]
+    assert failure.partial.costs.shape == (2, 11) and failure.partial.best_lr == 0.1
+    assert x.tobytes() == x0.tobytes()
+
+
+def test_the_table_header_reads_like_a_call():
+    x0, loss_grad = quadratic(3, 1.0, np.float64)
+    result = fastopt.sweep(loss_grad, x0, lrs=[0.1], iterations=3, momentum=0.9)
+    assert result.table().splitlines()[0] == "sweep: SGD(momentum=0.9), 3 updates per run"
