@@ -101,6 +101,16 @@ def digits_problem(iterations, batch_size=64, dtype=np.float32, hidden=64, seed=
     return fp, loss_grad, batches[: iterations + 1]
 
 
+def problem():
+    """The digits network as a command-line PROBLEM, in float64 on the whole training set
+    (``fastopt check-grad fastopt.cli.demo:problem``, ``fastopt sweep ...``): the cost
+    and its exact gradient, so the gradient check applies.
+    """
+    (x_train, y_train), _ = split_digits()
+    fp = init_mlp(x_train.shape[1], 64, 10, np.float64)
+    return {"loss_grad": lambda params, grad: loss_and_grad(params, x_train, y_train), "params": fp}
+
+
 def train(
     optimizer="adam",
     *,

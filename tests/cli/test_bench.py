@@ -62,7 +62,10 @@ def test_bench_command_rejects_unknown_optimizers():
         text=True,
         timeout=120,
     )
-    assert result.returncode == 2 and "unknown optimizers ['lion']" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.startswith("python -m fastopt bench: error: argument --optimizers: ")
+    assert "invalid choice: 'lion'" in result.stderr and "'adamw'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not result.stdout
 
 
 def test_every_asv_benchmark_runs(tmp_path):
