@@ -5,11 +5,12 @@ check, over the problem abstraction they share (:mod:`fastopt.lr.problem`).
 from .gradcheck import GradCheckResult, check_grad
 from .monitor import CostEvent, CostIncreaseError, CostMonitor, CostWarning, NonFiniteCostError
 from .range_test import RangeTestResult, lr_range_test
-from .sweep import SweepResult, sweep
+from .sweep import SweepFailed, SweepResult, sweep
 
 __all__ = [
     "sweep",
     "SweepResult",
+    "SweepFailed",
     "lr_range_test",
     "RangeTestResult",
     "check_grad",
