@@ -441,31 +441,40 @@ class SweepResult:
 
     def plot(self, path: str | PathLike[str] | None = None, *, ax: Axes | None = None) -> Axes:
         """Cost against update number, one line per rate; the pick drawn thick, diverged
-        runs dashed and ended with an x. Log y-axis when the costs span more than 10x.
+        runs ended with an x. Log y-axis when the costs span more than 10x.
+
+        Every run has its own colour (the qualitative "tab10" palette), marker (every few
+        updates) and, past ten runs, line style, so 10-20 runs stay apart; see
+        :func:`fastopt._plotting.run_styles`.
         """
+        from .._plotting import run_styles
+
         plt = pyplot(headless=ax is None and path is not None)
         if ax is None:
-            _, ax = plt.subplots(figsize=(7, 4.5))
-        colors = plt.get_cmap("viridis")(np.linspace(0, 0.95, len(self.lrs)))
+            _, ax = plt.subplots(figsize=(8.5 if len(self.lrs) > 6 else 7, 4.5))
+        styles = run_styles(len(self.lrs), points=self.costs.shape[1])
         for i, lr in enumerate(self.lrs):
             row = self.costs[i]
             k = np.flatnonzero(np.isfinite(row))
+            if not k.size:
+                continue
             verdict = self.verdicts[i]
-            style = {"color": colors[i], "lw": 1.2, "label": f"lr={lr:g} ({verdict})"}
+            style = dict(styles[i], lw=1.3, label=f"lr={lr:.3g} ({verdict})")
             if i == self.best_index:
-                style.update(lw=3.0, label=f"lr={lr:g} (chosen)", zorder=5)
-            if verdict == "diverged":
-                style.update(ls="--")
+                style.update(lw=3.2, markersize=7, label=f"lr={lr:.3g} (chosen)", zorder=5)
             ax.plot(k, row[k], **style)
             if verdict == "diverged":
-                ax.plot(k[-1], row[k[-1]], "x", color=colors[i], ms=9, mew=2)
+                ax.plot(k[-1], row[k[-1]], "x", color=style["color"], ms=10, mew=2.5, zorder=6)
         positive = self.costs[np.isfinite(self.costs)]
         if positive.size and positive.min() > 0 and positive.max() / positive.min() > 10:
             ax.set_yscale("log")
         ax.set_xlabel("update")
         ax.set_ylabel("cost")
-        best = "none" if self.best_lr is None else f"{self.best_lr:g}"
+        best = "none" if self.best_lr is None else f"{self.best_lr:.3g}"
         ax.set_title(f"{self.optimizer}: learning-rate sweep, pick lr={best}")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small", ncol=2)
+        if len(self.lrs) > 6:
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.legend(fontsize="small")
         return finish(ax, path)
