@@ -165,6 +165,12 @@ def build_parser(prog="fastopt"):
     range_test.add_argument(
         "--iterations", type=a.positive_int, default=100, help="updates in the run"
     )
+    range_test.add_argument(
+        "--repeats",
+        type=a.positive_int,
+        default=1,
+        help="runs from the same start, reporting the spread of each suggestion",
+    )
 
     check = commands.add_parser(
         "check-grad",
@@ -274,6 +280,7 @@ def main(argv=None, prog=None):
     if prog is None:
         name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "fastopt"
         prog = "python -m fastopt" if name == "__main__.py" else name
+    from ..lr.range_test import RangeTestFailed
     from ..lr.sweep import SweepFailed
 
     parser = build_parser(prog)
@@ -284,7 +291,7 @@ def main(argv=None, prog=None):
     except CommandError as error:
         print(f"{command}: error: {error}", file=sys.stderr)
         return 2
-    except (a.UserCodeFailed, SweepFailed) as error:
+    except (a.UserCodeFailed, SweepFailed, RangeTestFailed) as error:
         traceback.print_exception(error.__cause__)
         print(f"{command}: {error}", file=sys.stderr)
         return 1

@@ -102,6 +102,7 @@ def run_range_test(args):
         min_lr=args.min_lr,
         max_lr=args.max_lr,
         iterations=args.iterations,
+        repeats=args.repeats,
         batches=problem.batches,
         **options,
     )

@@ -4,7 +4,7 @@ check, over the problem abstraction they share (:mod:`fastopt.lr.problem`).
 
 from .gradcheck import GradCheckResult, check_grad
 from .monitor import CostEvent, CostIncreaseError, CostMonitor, CostWarning, NonFiniteCostError
-from .range_test import RangeTestResult, lr_range_test
+from .range_test import RangeTestFailed, RangeTestResult, lr_range_test
 from .sweep import SweepFailed, SweepResult, sweep
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "SweepFailed",
     "lr_range_test",
     "RangeTestResult",
+    "RangeTestFailed",
     "check_grad",
     "GradCheckResult",
     "CostMonitor",

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._plotting import clipped_ylim, finish, pyplot, run_styles
+from .._validation import check_number
 from ..optim import SGD
 from ..schedules import exponential_decay
 from .problem import Problem
@@ -191,6 +192,13 @@ def lr_range_test(
         raise ValueError(f"Invalid repeats: {repeats!r} (expected an integer >= 1)")
     if not 0 < smoothing <= 1:
         raise ValueError(f"Invalid smoothing: {smoothing} (expected 0 < smoothing <= 1)")
+    check_number("diverge_factor", diverge_factor, "a finite number > 1",
+                 lambda v: 1 < v < math.inf)  # fmt: skip
+    if batches is not None and hasattr(batches, "__len__") and len(batches) < iterations:
+        raise ValueError(
+            f"Invalid batches: {len(batches)} batches for {iterations} iterations (expected "
+            "at least one per update)"
+        )
     schedule = exponential_decay(
         min_lr, decay_rate=max_lr / min_lr, decay_steps=iterations - 1, end_lr=max_lr
     )

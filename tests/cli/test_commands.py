@@ -121,12 +121,13 @@ def test_range_test_command(problem_file, tmp_path):
     out_json = tmp_path / "range.json"
     result = fastopt(
         "range-test", f"{problem_file}:quadratic", "--min-lr", "1e-4", "--max-lr", "100",
-        "--iterations", "60", "--json", out_json,
+        "--iterations", "60", "--repeats", "2", "--json", out_json,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "suggestion" in result.stdout
     data = json.loads(out_json.read_text())
-    assert data["lrs"][0] == pytest.approx(1e-4)
+    assert data["lrs"][0] == pytest.approx(1e-4) and data["repeats"] == 2
+    assert data["valley_lr"] is not None and len(data["runs"]) == 2
 
 
 def test_check_grad_names_the_wrong_array_and_exits_1(problem_file, tmp_path):
@@ -206,3 +207,10 @@ def test_the_console_script_calls_itself_fastopt(tmp_path):
     result = subprocess.run([script, "sweep"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.startswith("fastopt sweep: error: give a PROBLEM or --demo")
+
+
+def test_an_error_in_a_range_test_names_the_update(problem_file):
+    result = fastopt("range-test", f"{problem_file}:raising", "--iterations", "50")
+    assert result.returncode == 1
+    assert "RuntimeError: the model blew up" in result.stderr
+    assert "the range test failed at update 30" in result.stderr.splitlines()[-1]
