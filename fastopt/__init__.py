@@ -9,6 +9,7 @@ _preload_tbb()
 from . import functional, schedules  # noqa: E402
 from ._threading import get_num_threads, set_num_threads  # noqa: E402
 from .buffers import FlatParams  # noqa: E402
+from .checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from .cli import datasets  # noqa: E402
 from .lr import (  # noqa: E402
     CostEvent,
@@ -17,6 +18,7 @@ from .lr import (  # noqa: E402
     CostWarning,
     GradCheckResult,
     NonFiniteCostError,
+    RangeTestFailed,
     RangeTestResult,
     SweepFailed,
     SweepResult,
@@ -32,6 +34,8 @@ __version__ = "0.1.0"
 __all__ = [
     "FlatParams",
     "Optimizer",
+    "save_checkpoint",
+    "load_checkpoint",
     "SGD",
     "Adagrad",
     "RMSprop",
@@ -47,6 +51,7 @@ __all__ = [
     "SweepFailed",
     "lr_range_test",
     "RangeTestResult",
+    "RangeTestFailed",
     "check_grad",
     "GradCheckResult",
     "CostMonitor",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -319,6 +320,167 @@ class FlatParams:
         """Set the whole gradient buffer to zero (in place)."""
         self._backend.fill(self.grad, 0.0)
 
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The parameters as plain host arrays and text (``np.savez(f, **sd)`` works).
+
+        Returns
+        -------
+        dict
+            ``names``: the array names in the order given (a string array for a
+            FlatParams built from a dict, an int64 array of positions for one built from
+            a list); ``shapes``: a JSON text, one ``[d0, d1, ...]`` list per name in that
+            order; ``offsets``: int64, where each array starts in ``data``; ``dtype``:
+            the buffer dtype's name; ``data``: a host copy of the flat parameter buffer.
+            The gradient buffer is not saved.
+
+        Raises
+        ------
+        TypeError
+            If the names are neither all strings nor all integers (they would not
+            survive ``np.savez``).
+        """
+        names = list(self._names)
+        if all(isinstance(n, str) for n in names):
+            saved_names = np.array(names, dtype=str)
+        elif all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in names):
+            saved_names = np.array(names, dtype=np.int64)
+        else:
+            raise TypeError(
+                "FlatParams.state_dict() needs names that are all strings or all integers, "
+                f"but got {names!r}"
+            )
+        return {
+            "names": saved_names,
+            "shapes": json.dumps([list(self._shapes[n]) for n in names]),
+            "offsets": np.array([self._slices[n].start for n in names], np.int64),
+            "dtype": str(self.dtype),
+            "data": self._backend.to_host(self._data),
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Copy parameters saved by :meth:`state_dict` (also as loaded back by ``np.load``)
+        into the existing buffer.
+
+        The saved arrays must be this FlatParams' arrays: the same names (in any order:
+        each array is copied into its own view, so the packing and groups may differ) with
+        the same shapes. Float data of the other float dtype is converted to the buffer
+        dtype; a float64 value beyond float32's range raises. Everything is checked and
+        converted before anything is copied: a load that raises leaves the parameters
+        unchanged. The gradient buffer is not touched.
+
+        An optimizer's state follows the flat layout, not the names: to resume training,
+        pack the arrays as they were saved (same order and groups);
+        :func:`fastopt.load_checkpoint` requires it.
+
+        Raises
+        ------
+        ValueError
+            Naming what does not fit: missing or unexpected keys or names, a shape, the
+            dtype, the size of ``data`` or a malformed entry.
+        """
+        self._backend.copy_from_host(self._data, self._checked_state(state_dict))
+
+    def _checked_state(self, state_dict, same_layout=False):
+        """The host values :meth:`load_state_dict` copies, in this buffer's layout and
+        dtype, after every check (nothing is touched). With ``same_layout`` the saved
+        arrays must also be packed as here (for an optimizer state laid out alike).
+        """
+        sd = dict(state_dict)
+        expected = {"names", "shapes", "offsets", "dtype", "data"}
+        if set(sd) != expected:
+            raise ValueError(
+                f"FlatParams state_dict expects keys {sorted(expected)} but got {sorted(sd)}"
+            )
+        dtype = np.asarray(sd["dtype"])[()]
+        dtype = str(dtype) if isinstance(dtype, str) else dtype  # np.str_ from np.load
+        if not isinstance(dtype, str) or dtype not in ("float32", "float64"):
+            raise ValueError(
+                f"FlatParams state_dict has dtype {dtype!r} (expected 'float32' or 'float64')"
+            )
+        names = np.asarray(sd["names"])
+        if names.ndim != 1 or names.dtype.kind not in "Uiu":
+            raise ValueError(
+                "FlatParams state_dict['names'] must be a 1-D array of strings or integers, "
+                f"but got {names.dtype} {names.shape}"
+            )
+        names = names.tolist()
+        saved, mine = set(names), set(self._names)
+        if len(saved) != len(names):
+            raise ValueError(f"FlatParams state_dict['names'] repeats a name: {names!r}")
+        if saved != mine:
+            raise ValueError(
+                f"FlatParams state_dict holds arrays {names!r}, but this FlatParams has "
+                f"{list(self._names)!r} (missing {sorted(mine - saved, key=repr)!r}, "
+                f"unexpected {sorted(saved - mine, key=repr)!r})"
+            )
+        shapes = _saved_shapes(sd["shapes"], len(names))
+        wrong = [
+            f"{n!r}: saved {s}, this FlatParams has {self._shapes[n]}"
+            for n, s in zip(names, shapes)
+            if s != tuple(self._shapes[n])
+        ]
+        if wrong:
+            raise ValueError("FlatParams state_dict has other shapes: " + "; ".join(wrong))
+        data = np.asarray(sd["data"])
+        if data.ndim != 1 or data.dtype.kind != "f":
+            raise ValueError(
+                "FlatParams state_dict['data'] must be a 1-D float array, but got "
+                f"{data.dtype} {data.shape}"
+            )
+        if str(data.dtype) != dtype:
+            raise ValueError(
+                f"FlatParams state_dict['data'] is {data.dtype}, but state_dict['dtype'] "
+                f"says {dtype}"
+            )
+        if data.size != self.size:
+            raise ValueError(
+                f"FlatParams state_dict['data'] has {data.size} elements, but the arrays' "
+                f"shapes add up to {self.size}"
+            )
+        offsets = np.asarray(sd["offsets"])
+        if offsets.shape != (len(names),) or offsets.dtype.kind not in "iu":
+            raise ValueError(
+                f"FlatParams state_dict['offsets'] must be {len(names)} integers, but got "
+                f"{offsets.dtype} {offsets.shape}"
+            )
+        spans = sorted(
+            (int(o), int(o) + self._slices[n].stop - self._slices[n].start, n)
+            for n, o in zip(names, offsets.tolist())
+        )
+        for (_, stop, a), (start, _, b) in zip(spans, spans[1:]):
+            if start < stop:
+                raise ValueError(
+                    f"FlatParams state_dict['offsets'] overlap: arrays {a!r} and {b!r}"
+                )
+        if spans[0][0] < 0 or spans[-1][1] > data.size:
+            raise ValueError(
+                f"FlatParams state_dict['offsets'] {offsets.tolist()} fall outside "
+                f"'data' ({data.size} elements)"
+            )
+        packed_alike = all(start == self._slices[n].start for start, _, n in spans)
+        if same_layout and not packed_alike:
+            saved = [n for _, _, n in spans]
+            order = sorted(self._names, key=lambda n: self._slices[n].start)
+            raise ValueError(
+                f"FlatParams state_dict packs its arrays as {saved!r}, but this FlatParams "
+                f"packs them as {order!r}: the optimizer state follows the saved packing; "
+                "build the FlatParams with the saved arrays order and groups"
+            )
+        try:
+            with np.errstate(over="raise"):
+                if packed_alike:
+                    return data.astype(self.dtype, copy=False)
+                values = np.empty(self.size, self.dtype)
+                for start, stop, n in spans:
+                    values[self._slices[n]] = data[start:stop]
+        except FloatingPointError:
+            raise ValueError(
+                f"FlatParams state_dict['data'] ({data.dtype}) has values beyond the range "
+                f"of this FlatParams' {self.dtype}"
+            ) from None
+        return values
+
     def __getitem__(self, name: str | int) -> Any:
         return self.params[name]
 
@@ -349,6 +511,38 @@ class FlatParams:
         if self.__dict__.get("_backend") is None:  # pickled before backends were objects
             self._backend = backends.host_backend()
         self._rebuild_views()
+
+
+def _saved_shapes(entry, count):
+    """The shapes of a FlatParams state_dict: a JSON text (or a 0-d string array, as
+    ``np.load`` gives it back) or a sequence of sequences, ``count`` tuples of ints >= 0.
+    """
+    value = np.asarray(entry)[()] if isinstance(entry, np.ndarray) else entry
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as error:
+            raise ValueError(
+                f"FlatParams state_dict['shapes'] is not valid JSON: {error}"
+            ) from None
+    try:
+        shapes = [tuple(shape) for shape in value]
+    except TypeError:
+        shapes = None
+    if (
+        shapes is None
+        or len(shapes) != count
+        or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0
+            for shape in shapes
+            for d in shape
+        )
+    ):
+        raise ValueError(
+            f"FlatParams state_dict['shapes'] must list {count} shapes of integers >= 0, "
+            f"but got {value!r}"
+        )
+    return [tuple(int(d) for d in shape) for shape in shapes]
 
 
 class _DeviceLayout:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .optim import checkpoint
 from .optim.base import Optimizer
 
 if TYPE_CHECKING:
@@ -195,6 +196,7 @@ class DataParallel:
         if not self.zero:
             return local
         full = dict(local, size=self.full_size, group_bounds=np.array(self._full_groups, np.int64))
+        full[checkpoint.HYPERPARAMETERS] = checkpoint.hyperparameters_entry(self._wrapped)
         for name in self.optimizer.state:
             if name == "step":
                 continue
@@ -205,10 +207,12 @@ class DataParallel:
             full[name] = gathered
         return full
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load a full state (from :meth:`state_dict` or a single-process optimizer)."""
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        """Load a full state (from :meth:`state_dict` or a single-process optimizer); see
+        :meth:`fastopt.Optimizer.load_state_dict` for ``strict``.
+        """
         if not self.zero:
-            return self.optimizer.load_state_dict(state_dict)
+            return self.optimizer.load_state_dict(state_dict, strict=strict)
         sd = dict(state_dict)
         size = int(np.asarray(sd.get("size", -1)))
         if size != self.full_size:
@@ -238,4 +242,4 @@ class DataParallel:
                         f"but got {value.shape}"
                     )
                 shard[name] = value[s]
-        self.optimizer.load_state_dict(shard)
+        self.optimizer.load_state_dict(shard, strict=strict)

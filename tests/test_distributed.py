@@ -2,6 +2,7 @@
 move between rank counts, failures abort promptly. mpiexec is launched from here.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -111,6 +112,9 @@ def test_checkpoint_moves_between_rank_counts(mpiexec, tmp_path):
     fp, opt = make_optimizer(name, options)
     with np.load(two / "half_3_1.npz") as saved:
         fp.data[:] = saved["params"]
+        hyperparameters = json.loads(str(saved["sd.hyperparameters"]))
+        assert not hyperparameters["partial"]  # every group, whichever rank saved it
+        assert sorted(g["params"] for g in hyperparameters["groups"]) == ["bias", "default"]
         opt.load_state_dict({k[3:]: saved[k] for k in saved.files if k.startswith("sd.")})
     for step in range(STEPS // 2, STEPS):
         x, y = global_batch(step)

@@ -30,6 +30,9 @@ class Optimizer:
     define ``_state_fill()`` (the state buffers in use and their initial values) and
     ``_scalars(lr, weight_decay, step)`` (the algorithm's host scalars for one group).
 
+    After each update, ``last_lr`` is the learning rate the default group used (a float;
+    None before the first update) and :attr:`last_lrs` every group's.
+
     Wrappers that reduce gradients themselves (:class:`fastopt.distributed.DataParallel`)
     use :meth:`gradient`, :meth:`step` (``grad_factor``, ``grad_norm_info``),
     :meth:`grad_norm_info`, :meth:`shard` and :meth:`release_state`.
@@ -39,6 +42,7 @@ class Optimizer:
     defaults: dict
     _released = False
     _last_norm = None
+    _last_lrs = None
     _reused_scalars = None
 
     def __init__(
@@ -230,10 +234,33 @@ class Optimizer:
                     plan.segments, group_grads, calls
                 ):
                     kernel(param, group_grad, *buffers, kernel_scale, *scalars)
-                self.last_lr = [lr for lr, _ in calls]
+                self._last_lrs = lrs = [lr for lr, _ in calls]
+                self.last_lr = lrs[self._lr_group()]
             state.step = t + 1
             self.last_step_skipped = False
             return True
+
+    @property
+    def last_lrs(self) -> list[float] | None:
+        """Every parameter group's learning rate at the last update, in
+        :attr:`param_groups` order (``lr_scale`` applied, a schedule evaluated), or None
+        before the first update. :attr:`last_lr` is the default group's entry.
+        """
+        if self.last_lr is None:
+            return None
+        lrs = self._last_lrs
+        return [self.last_lr] if lrs is None or self._plan.single else list(lrs)
+
+    def _lr_group(self):
+        """The index of the group :attr:`last_lr` reports: the first group named
+        "default" (the elements in no explicit group, with the constructor's values), or
+        the first group when every element is in an explicit group.
+        """
+        for index, group in enumerate(self._groups):
+            selector = group["params"]
+            if isinstance(selector, str) and selector == "default":
+                return index
+        return 0
 
     def _single_group_scalars(self, t):
         """``(lr, host scalars as a plain tuple)`` of the one group for the update after
@@ -308,12 +335,16 @@ class Optimizer:
 
     # -- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The optimizer state as plain arrays and numbers (``np.savez(f, **sd)`` works).
+        """The optimizer state and hyperparameters as plain arrays, numbers and text
+        (``np.savez(f, **sd)`` works; :func:`fastopt.save_checkpoint` also saves the
+        parameters).
 
         Keys: ``algorithm``, ``dtype``, ``size``, ``step``, ``skipped_steps``,
-        ``group_bounds`` (one ``[start, stop)`` row per group) and one copied host array
-        per state buffer, with torch's names. Hyperparameters and schedules are not
-        stored: they come from the constructor.
+        ``group_bounds`` (one ``[start, stop)`` row per group), ``hyperparameters`` (a
+        JSON text: the constructor's options (:attr:`defaults`), ``max_grad_norm``,
+        ``skip_nonfinite`` and each group's ``lr``, ``lr_scale`` and ``weight_decay``;
+        a schedule as its ``to_dict()``, another callable as its repr) and one copied host
+        array per state buffer, with torch's names.
         """
         if self._released:
             raise RuntimeError(
@@ -323,22 +354,41 @@ class Optimizer:
             )
         return checkpoint.state_dict(self)
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
         """Restore a state saved by :meth:`state_dict` (also as loaded back by ``np.load``).
 
-        Everything is checked and converted before anything is copied: a state_dict from
-        another algorithm, size, group layout or option set (say, without
-        ``max_exp_avg_sq`` for an amsgrad optimizer), a malformed count or a conversion
-        that fails (under ``np.errstate(over="raise")``, say) raises and leaves the
+        Parameters
+        ----------
+        state_dict : mapping
+            From :meth:`state_dict`, as is or through ``np.savez`` / ``np.load``.
+        strict : bool, default True
+            Require the saved hyperparameters to be this optimizer's: the constructor's
+            options, ``max_grad_norm``, ``skip_nonfinite`` and each group's ``lr``,
+            ``lr_scale`` and ``weight_decay`` (edits included). Schedules compare by their
+            ``to_dict()``; other callables (a lambda, a function) by their repr without
+            memory addresses, so any two lambdas compare equal. With False the state is
+            loaded and this optimizer keeps its own hyperparameters; a state_dict saved
+            without hyperparameters (by an older fastopt) loads only with False.
+
+        Raises
+        ------
+        ValueError
+            Naming every hyperparameter that differs (saved and current value), or what
+            does not fit: another algorithm, size, group layout or option set (say,
+            without ``max_exp_avg_sq`` for an amsgrad optimizer), a malformed count.
+
+        Notes
+        -----
+        Everything is checked and converted before anything is copied: a load that
+        raises (a failing conversion under ``np.errstate(over="raise")``, say) leaves the
         optimizer unchanged. State saved in the other float dtype is cast to this
-        optimizer's dtype (as torch does); a resume is then no longer bit for bit.
+        optimizer's dtype (as torch does); a resume is then no longer bit for bit. The
+        state of a stateful schedule (:func:`fastopt.schedules.reduce_on_plateau`) equal
+        to the saved one is restored into it.
         """
+        strict = check_flag("strict", strict)
         with self._lock:
-            step, skipped, arrays = checkpoint.checked_state(self, state_dict)
-            for name, value in arrays.items():
-                self.backend.copy_from_host(self._state.buffers[name], value)
-            self._state.step = step
-            self.skipped_steps = skipped
+            checkpoint.apply(self, checkpoint.checked_state(self, state_dict, strict))
 
     # -- sharding ------------------------------------------------------------------------
     def shard(self, start: int, stop: int) -> Optimizer:
@@ -385,4 +435,55 @@ class Optimizer:
         )
 
     def _options(self):
-        return {"lr": self.param_groups[0]["lr"], **self.defaults}
+        """The repr's options: the default group's lr, :attr:`defaults`, clipping and
+        skipping when set, and the explicit parameter groups' values that differ.
+        """
+        lr = self._groups[self._lr_group()]["lr"]
+        options = {"lr": lr, **self.defaults}
+        if self.max_grad_norm is not None:
+            options["max_grad_norm"] = self.max_grad_norm
+        if self.skip_nonfinite:
+            options["skip_nonfinite"] = True
+        reference = {"lr": lr, "lr_scale": 1.0, "weight_decay": self.defaults.get("weight_decay")}
+        explicit = [
+            group
+            for group in self._groups
+            if not (isinstance(group["params"], str) and group["params"] == "default")
+        ]
+        if explicit:
+            shown = [_group_summary(group, reference) for group in explicit[:3]]
+            if len(explicit) > 3:
+                shown.append(f"... {len(explicit) - 3} more")
+            options["param_groups"] = _Shown("[" + ", ".join(shown) + "]")
+        return options
+
+
+class _Shown(str):
+    """Text shown as is in a repr."""
+
+    def __repr__(self):
+        return str(self)
+
+
+def _group_summary(group, reference):
+    """``{'params': 'no_decay', 'weight_decay': 0.0}``: a group's selector and the values
+    that differ from the default group's.
+    """
+    selector = group["params"]
+    if isinstance(selector, slice):
+        label = f"slice({selector.start}, {selector.stop})"
+    else:
+        label = repr(selector)
+    items = [f"'params': {label}"]
+    for key in ("lr", "lr_scale", "weight_decay"):
+        value, usual = group[key], reference[key]
+        if value is not usual and not _equal(value, usual):
+            items.append(f"{key!r}: {value!r}")
+    return "{" + ", ".join(items) + "}"
+
+
+def _equal(a, b):
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False

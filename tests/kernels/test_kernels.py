@@ -264,7 +264,7 @@ def test_parameter_groups_equal_separate_optimizers(rng):
             separate[key].step(fp.grad[s].copy())
     for key, s in fp.segments.items():
         assert fp.data[s].tobytes() == parts[key].tobytes(), key
-    assert opt.last_lr == [lr_schedule(11), 3.0 * lr_schedule(11), lr_schedule(11)]
+    assert opt.last_lrs == [lr_schedule(11), 3.0 * lr_schedule(11), lr_schedule(11)]
 
 
 def test_group_slices_on_a_plain_array_leave_gaps_to_the_default_group(rng):

@@ -468,7 +468,8 @@ def test_optimizer_uses_schedule_k_at_update_k(rng):
     for k in range(45):
         g = rng.standard_normal(50)
         opt.step(g)
-        assert opt.last_lr == [schedule(k) * 0.5, schedule(k)]
+        assert opt.last_lrs == [schedule(k) * 0.5, schedule(k)]
+        assert opt.last_lr == schedule(k)  # the default group's, always a float
         expected[:10] -= np.float64(schedule(k) * 0.5) * g[:10]
         expected[10:] -= np.float64(schedule(k)) * g[10:]
     np.testing.assert_array_equal(p, expected)
