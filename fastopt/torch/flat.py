@@ -1,0 +1,153 @@
+"""Moving a torch model's parameters into flat buffers, and keeping their gradients there.
+
+One flat parameter buffer and one flat gradient buffer per dtype, filled parameter group
+by parameter group, so that every group is one contiguous slice of each. On construction
+each parameter's values are copied into its slice and ``p.data`` becomes a view of it;
+``p.grad`` becomes a view of the gradient buffer, so ``backward()`` accumulates in place
+and a step reads the gradient where autograd wrote it.
+
+Gradients are tracked per parameter: a post-accumulate-grad hook marks a parameter as
+having a gradient and, when autograd or a user replaced ``p.grad`` with another tensor
+(after ``model.zero_grad()``, which sets it to None, or a hook), copies it into the flat
+buffer and points ``p.grad`` back at the view. The step checks each parameter again
+(identity of ``p.grad``, address of ``p.data``), so a gradient is never stale or missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+SUPPORTED = (torch.float32, torch.float64)
+
+
+class Slot(NamedTuple):
+    """Where one parameter lives: its buffer (dtype), group and ``[start, stop)``."""
+
+    dtype: torch.dtype
+    group: int
+    start: int
+    stop: int
+
+
+class FlatBuffers:
+    """The flat parameter and gradient buffers of one optimizer (see the module docstring)."""
+
+    def __init__(self, param_groups: list[dict[str, Any]]) -> None:
+        sizes: dict[torch.dtype, int] = {}
+        self.params: list[torch.Tensor] = []
+        self.slots: list[Slot] = []
+        seen: set[int] = set()
+        for group_index, group in enumerate(param_groups):
+            for p in group["params"]:
+                if id(p) in seen:
+                    continue  # a tied weight listed twice is one parameter
+                seen.add(id(p))
+                check_parameter(p, len(self.params))
+                start = sizes.get(p.dtype, 0)
+                sizes[p.dtype] = start + p.numel()
+                self.params.append(p)
+                self.slots.append(Slot(p.dtype, group_index, start, start + p.numel()))
+        self.data = {dtype: torch.empty(size, dtype=dtype) for dtype, size in sizes.items()}
+        self.grad = {dtype: torch.zeros(size, dtype=dtype) for dtype, size in sizes.items()}
+        self.host_data = {dtype: t.numpy() for dtype, t in self.data.items()}
+        self.host_grad = {dtype: t.numpy() for dtype, t in self.grad.items()}
+        self.has_grad = np.zeros(len(self.params), bool)
+        self.grad_views: list[torch.Tensor] = []
+        self.addresses: list[int] = []
+        self.index = {id(p): i for i, p in enumerate(self.params)}
+        with torch.no_grad():
+            for i, (p, slot) in enumerate(zip(self.params, self.slots)):
+                data = self.data[slot.dtype][slot.start : slot.stop]
+                data.copy_(p.detach().reshape(-1))
+                grad = self.grad[slot.dtype][slot.start : slot.stop].view_as(p)
+                if p.grad is not None:
+                    grad.copy_(p.grad)
+                    self.has_grad[i] = True
+                p.data = data.view_as(p)
+                if p.requires_grad:
+                    p.grad = grad
+                    p.register_post_accumulate_grad_hook(self._hook(i))
+                self.grad_views.append(grad)
+                self.addresses.append(p.data_ptr())
+
+    def _hook(self, i):
+        def arrived(p):
+            if p.grad is not self.grad_views[i]:
+                self.adopt(i, p)
+            self.has_grad[i] = True
+
+        return arrived
+
+    def adopt(self, i: int, p: torch.Tensor) -> None:
+        """Copy a gradient tensor that is not the flat view into it, and point ``p.grad``
+        back at the view.
+        """
+        grad = p.grad
+        if grad.is_sparse:
+            raise TypeError(
+                f"parameter {i} {tuple(p.shape)} has a sparse gradient: fastopt.torch "
+                "updates dense gradients only (use nn.Embedding(sparse=False))"
+            )
+        view = self.grad_views[i]
+        with torch.no_grad():
+            view.copy_(grad)
+        p.grad = view
+
+    def refresh(self) -> np.ndarray:
+        """Check every parameter before a step; return which have a gradient.
+
+        A ``p.grad`` replaced by another tensor is copied into the flat buffer; a
+        parameter whose storage left the flat buffer (``model.half()``, ``.to(...)``,
+        ``load_state_dict(assign=True)``) raises before anything is written.
+        """
+        for i, p in enumerate(self.params):
+            if p.data_ptr() != self.addresses[i]:
+                raise RuntimeError(
+                    f"parameter {i} {tuple(p.shape)} no longer lives in the optimizer's "
+                    "flat buffer (was the model converted or moved, say by .half(), .to() "
+                    "or load_state_dict(assign=True), after the optimizer was built?): "
+                    "build the optimizer after converting the model"
+                )
+            grad = p.grad
+            if grad is None:
+                self.has_grad[i] = False
+            elif grad is not self.grad_views[i]:
+                self.adopt(i, p)
+                self.has_grad[i] = True
+        return self.has_grad
+
+    def zero_grad(self, set_to_none: bool) -> None:
+        """Zero the flat gradient buffers in place (the views stay); with ``set_to_none``
+        every parameter counts as having no gradient until the next backward reaches it.
+        """
+        for grad in self.grad.values():
+            grad.zero_()
+        for i, p in enumerate(self.params):
+            if p.grad is not None and p.grad is not self.grad_views[i]:
+                p.grad = self.grad_views[i] if p.requires_grad else None
+        if set_to_none:
+            self.has_grad[:] = False
+
+
+def check_parameter(p: Any, index: int) -> None:
+    if not isinstance(p, torch.Tensor):
+        raise TypeError(f"parameter {index} is a {type(p).__name__}, not a torch.Tensor")
+    where = f"parameter {index} {tuple(p.shape)}"
+    if p.is_sparse or p.layout != torch.strided:
+        raise TypeError(f"{where} is sparse: fastopt.torch updates dense parameters only")
+    if p.is_complex():
+        raise TypeError(f"{where} is complex: fastopt.torch updates real parameters only")
+    if p.dtype not in SUPPORTED:
+        raise TypeError(
+            f"{where} is {p.dtype}: fastopt.torch updates float32 and float64 parameters "
+            "(keep float16/bfloat16 copies for the forward pass and a float32 master copy "
+            "for the optimizer)"
+        )
+    if p.device.type != "cpu":
+        raise ValueError(
+            f"{where} is on {p.device}: fastopt.torch runs on the CPU only for now "
+            "(fastopt's CUDA backend is not wired to torch CUDA tensors yet)"
+        )

@@ -1,0 +1,587 @@
+"""``torch.optim``-compatible optimizers that run fastopt's fused kernels over flat buffers.
+
+Each class takes torch's constructor arguments and defaults, keeps torch's
+``param_groups`` (so ``torch.optim.lr_scheduler`` and per-group options work) and torch's
+per-parameter ``state`` (names, shapes, ``step`` as a float32 tensor), and applies the same
+per-element update as the matching fastopt optimizer, one fused kernel call per contiguous
+run of parameters (usually one per group). See ``docs/torch.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validation import check_number
+from ..kernels import adagrad, adam, rmsprop, sgd
+from ..kernels.clipping import clipped_scale
+from ..kernels.host import HOST, grad_sumsq_parallel, grad_sumsq_serial
+from .flat import FlatBuffers
+
+_REDUCTION_BLOCK = 1 << 14
+
+
+class FlatOptimizer(torch.optim.Optimizer):
+    """The shared machinery; subclasses set ``algorithm``, ``_state_names(group)``,
+    ``_scalars(group, step)`` and ``_initial_state`` (what a new state buffer holds).
+
+    Parameters that have no gradient at a step (``p.grad`` is None, or nothing reached
+    them since ``zero_grad()``) are skipped, as torch skips them: no update, no weight
+    decay, and their ``step`` does not advance.
+    """
+
+    algorithm: Any
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        defaults: dict[str, Any],
+        *,
+        max_grad_norm: float | None = None,
+        skip_nonfinite: bool = False,
+    ) -> None:
+        for key in ("capturable", "differentiable"):
+            if defaults.get(key):
+                raise ValueError(
+                    f"{key}=True is not supported by fastopt.torch (it runs fused CPU "
+                    "kernels outside autograd and CUDA graphs)"
+                )
+        if max_grad_norm is not None:
+            max_grad_norm = check_number(
+                "max_grad_norm", max_grad_norm, "0 < max_grad_norm", lambda v: v > 0
+            )
+        self.max_grad_norm = max_grad_norm
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.skipped_steps = 0
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            self._check_group(group)
+        self._flat = FlatBuffers(self.param_groups)
+        self._steps = np.zeros(len(self._flat.params), np.float32)  # torch's state["step"]
+        self._step_views = torch.from_numpy(self._steps)
+        self._buffers: dict[tuple[torch.dtype, str], torch.Tensor] = {}
+        self._whole_runs = self._runs(np.ones(len(self._flat.params), bool))
+        self._partials = {}
+        self._eager_state()
+
+    # -- what subclasses define --------------------------------------------------------
+    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _scalars(self, group: dict[str, Any], step: int) -> tuple:
+        raise NotImplementedError
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Raise torch's errors for a group's options (at construction and every step)."""
+        _check_lr(group["lr"])
+        _check_nonnegative("weight_decay value", group["weight_decay"])
+
+    def _initial_state(self, group: dict[str, Any], name: str) -> float:
+        return 0.0
+
+    def _eager_state(self) -> None:
+        """State torch creates at construction rather than at the first step (Adagrad)."""
+
+    # -- the flat state --------------------------------------------------------------------
+    def _buffer(self, dtype: torch.dtype, name: str) -> torch.Tensor:
+        key = (dtype, name)
+        if key not in self._buffers:
+            size = self._flat.data[dtype].numel()
+            self._buffers[key] = torch.zeros(size, dtype=dtype)
+        return self._buffers[key]
+
+    def _state_view(self, i: int, name: str) -> torch.Tensor:
+        slot = self._flat.slots[i]
+        return self._buffer(slot.dtype, name)[slot.start : slot.stop].view_as(self._flat.params[i])
+
+    def _init_state(self, i: int) -> None:
+        """The state entry torch keeps for parameter ``i``, as views of the flat buffers."""
+        p = self._flat.params[i]
+        group = self.param_groups[self._flat.slots[i].group]
+        entry = self.state[p]
+        if self._has_step:
+            entry["step"] = self._step_views[i]
+        for name in self._state_names(group):
+            view = self._state_view(i, name)
+            view.fill_(self._initial_state(group, name))
+            entry[name] = view
+
+    _has_step = True
+
+    # -- runs: contiguous parameters with a gradient and the same step count ---------------
+    def _runs(self, active: np.ndarray) -> list[tuple[int, torch.dtype, int, int, list[int]]]:
+        runs: list[tuple[int, torch.dtype, int, int, list[int]]] = []
+        open_runs: dict[torch.dtype, tuple[int, int, int, list[int]]] = {}
+        for i, slot in enumerate(self._flat.slots):
+            if not active[i]:
+                continue
+            current = open_runs.get(slot.dtype)
+            if (
+                current is not None
+                and current[0] == slot.group
+                and current[2] == slot.start
+                and self._steps[current[3][0]] == self._steps[i]
+            ):
+                current[3].append(i)
+                open_runs[slot.dtype] = (current[0], current[1], slot.stop, current[3])
+                continue
+            if current is not None:
+                runs.append((current[0], slot.dtype, current[1], current[2], current[3]))
+            open_runs[slot.dtype] = (slot.group, slot.start, slot.stop, [i])
+        for dtype, (group, start, stop, members) in open_runs.items():
+            runs.append((group, dtype, start, stop, members))
+        return runs
+
+    # -- the step ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """Apply one update to every parameter that has a gradient.
+
+        Returns the closure's loss when a closure is given (it is evaluated with grad
+        enabled, as torch does), else None.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        active = self._flat.refresh()
+        if active.all() and self._steps.min() == self._steps.max():
+            runs = self._whole_runs
+        else:
+            runs = self._runs(active)
+        calls = []  # everything that can fail happens before the first write
+        for group_index, dtype, start, stop, members in runs:
+            group = self.param_groups[group_index]
+            self._check_group(group)
+            step = int(self._steps[members[0]]) + 1
+            for name in self._state_names(group):
+                if (dtype, name) not in self._buffers and step > 1:
+                    raise RuntimeError(
+                        f"param_groups[{group_index}] now needs the state {name!r}, which "
+                        "its parameters did not have when they were first updated (as in "
+                        "torch, turn such options on before the first step)"
+                    )
+            calls.append((group, dtype, start, stop, members, self._scalars(group, step)))
+        factor = self._grad_factor(runs)
+        if factor is None:
+            self.skipped_steps += 1
+            return loss
+        for group, dtype, start, stop, members, scalars in calls:
+            for i in members:
+                if not self.state.get(self._flat.params[i]):
+                    self._init_state(i)
+            state = [self._host_state(dtype, name, group, start, stop)
+                     for name in self.algorithm.state]  # fmt: skip
+            scale = -factor if group["maximize"] else factor
+            kernel = HOST.update_kernel(self.algorithm, stop - start)
+            kernel(
+                self._flat.host_data[dtype][start:stop],
+                self._flat.host_grad[dtype][start:stop],
+                *state,
+                scale,
+                *scalars,
+            )
+            self._steps[members] += 1
+        return loss
+
+    def _host_state(self, dtype, name, group, start, stop):
+        if name not in self._state_names(group):
+            return np.empty(0, self._flat.host_data[dtype].dtype)
+        return self._buffer(dtype, name).numpy()[start:stop]
+
+    def _grad_factor(self, runs) -> float | None:
+        """1, the clipping factor, or None to skip the step (a non-finite gradient)."""
+        if self.max_grad_norm is None and not self.skip_nonfinite:
+            return 1.0
+        sumsq = 0.0
+        for _, dtype, start, stop, _ in runs:
+            grad = self._flat.host_grad[dtype][start:stop]
+            partials = self._partials.setdefault(
+                (dtype, start, stop), np.empty(-(-grad.size // _REDUCTION_BLOCK), np.float64)
+            )
+            reduce = HOST.threaded(grad_sumsq_serial, grad_sumsq_parallel, grad.size)
+            sumsq += reduce(grad, partials)
+        if self.skip_nonfinite and not math.isfinite(sumsq):
+            return None
+        if self.max_grad_norm is None:
+            return 1.0
+        return clipped_scale(1.0, sumsq, 1.0, self.max_grad_norm)
+
+    # -- gradients, checkpoints, copies ----------------------------------------------------
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the flat gradient buffer in one pass. ``p.grad`` stays a view of it either
+        way, so the next backward accumulates in place; with ``set_to_none`` (torch's
+        default) a parameter then counts as having no gradient (and is skipped, as torch
+        skips ``p.grad is None``) until a backward reaches it.
+        """
+        self._flat.zero_grad(set_to_none)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state_dict of this optimizer or of the matching ``torch.optim`` one.
+
+        torch's loader checks the groups and casts the tensors; the values are then copied
+        into the flat state buffers, which the kernels update.
+        """
+        super().load_state_dict(state_dict)
+        self._steps[:] = 0
+        for group in self.param_groups:
+            self._check_group(group)
+        for p, entry in list(self.state.items()):
+            i = self._flat.index[id(p)]
+            group = self.param_groups[self._flat.slots[i].group]
+            loaded = dict(entry)
+            entry.clear()
+            self._init_state(i)
+            for name in self._state_names(group):
+                if name in loaded and loaded[name] is not None:
+                    entry[name].copy_(loaded[name])
+            self._steps[i] = self._loaded_step(loaded)
+
+    def _loaded_step(self, loaded: dict[str, Any]) -> float:
+        step = loaded.get("step", 0)
+        return float(step.item() if isinstance(step, torch.Tensor) else step)
+
+    def __getstate__(self):
+        raise TypeError(
+            f"a fastopt.torch.{type(self).__name__} cannot be pickled or deep-copied (its "
+            "parameters live in its flat buffers): save state_dict() and load it into a new "
+            "optimizer built on the new model"
+        )
+
+    def __setstate__(self, state):
+        super().__setstate__(state)  # called by load_state_dict: the buffers stay
+
+
+def _check_lr(lr):
+    value = float(lr) if isinstance(lr, torch.Tensor) else lr
+    if not 0.0 <= value:
+        raise ValueError(f"Invalid learning rate: {lr}")
+
+
+def _check_nonnegative(name, value):
+    if not 0.0 <= value:
+        raise ValueError(f"Invalid {name}: {value}")
+
+
+def _lr(group):
+    lr = group["lr"]
+    return float(lr) if isinstance(lr, torch.Tensor) else float(lr)
+
+
+class SGD(FlatOptimizer):
+    r"""torch.optim.SGD on fastopt's fused kernels (see :class:`fastopt.SGD` for the rule).
+
+    Parameters
+    ----------
+    params : iterable of tensors or of dicts
+        As for ``torch.optim.SGD``: parameters or parameter groups with their own options.
+    lr, momentum, dampening, weight_decay, nesterov, maximize
+        torch's options and defaults.
+    foreach, fused : optional
+        Accepted for compatibility and ignored: every update is one fused kernel.
+    differentiable : bool, default False
+        Must be False.
+    max_grad_norm : float, optional
+        Clip the gradient to this global norm inside the update (as
+        ``torch.nn.utils.clip_grad_norm_`` followed by the step, with no extra pass).
+    skip_nonfinite : bool, default False
+        Skip the whole step when a gradient holds NaN or inf.
+
+    Notes
+    -----
+    State per parameter: ``momentum_buffer`` (with momentum), as torch; the first update
+    copies the gradient into it without dampening. A parameter's values move into the
+    optimizer's flat buffer on construction (``p.data`` becomes a view); see
+    ``docs/torch.md``.
+    """
+
+    algorithm = sgd.ALGORITHM
+    _has_step = False
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | torch.Tensor = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        max_grad_norm: float | None = None,
+        skip_nonfinite: bool = False,
+    ) -> None:
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
+                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                        foreach=foreach, differentiable=differentiable, fused=fused)  # fmt: skip
+        super().__init__(
+            params, defaults, max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite
+        )
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        _check_nonnegative("momentum value", group["momentum"])
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+    def _state_names(self, group):
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
+
+    def _scalars(self, group, step):
+        return tuple(sgd.host_scalars(
+            lr=_lr(group), weight_decay=float(group["weight_decay"]),
+            momentum=float(group["momentum"]), dampening=float(group["dampening"]),
+            nesterov=bool(group["nesterov"]), first_step=step == 1,
+        ))  # fmt: skip
+
+    def _init_state(self, i):
+        entry = self.state[self._flat.params[i]]
+        super()._init_state(i)
+        if "momentum_buffer" not in entry:
+            entry["momentum_buffer"] = None  # torch's entry without momentum
+
+    def _loaded_step(self, loaded):
+        # torch's SGD keeps no step: a momentum buffer means the first update is done
+        return 1.0 if loaded.get("momentum_buffer") is not None else 0.0
+
+
+class Adagrad(FlatOptimizer):
+    r"""torch.optim.Adagrad on fastopt's fused kernels (see :class:`fastopt.Adagrad`).
+
+    Parameters
+    ----------
+    params : iterable of tensors or of dicts
+    lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize
+        torch's options and defaults.
+    foreach, fused : optional
+        Accepted and ignored. ``differentiable`` must be False.
+    max_grad_norm, skip_nonfinite
+        As for :class:`SGD`.
+
+    Notes
+    -----
+    State: ``step`` and ``sum``, created at construction as torch does.
+    """
+
+    algorithm = adagrad.ALGORITHM
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | torch.Tensor = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        max_grad_norm: float | None = None,
+        skip_nonfinite: bool = False,
+    ) -> None:
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, foreach=foreach,
+                        maximize=maximize, differentiable=differentiable, fused=fused)  # fmt: skip
+        super().__init__(
+            params, defaults, max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite
+        )
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        _check_nonnegative("lr_decay value", group["lr_decay"])
+        _check_nonnegative("initial_accumulator_value value", group["initial_accumulator_value"])
+        _check_nonnegative("epsilon value", group["eps"])
+
+    def _state_names(self, group):
+        return ("sum",)
+
+    def _initial_state(self, group, name):
+        return float(group["initial_accumulator_value"])
+
+    def _eager_state(self):
+        for i in range(len(self._flat.params)):
+            self._init_state(i)
+
+    def _scalars(self, group, step):
+        return tuple(adagrad.host_scalars(
+            lr=_lr(group), lr_decay=float(group["lr_decay"]),
+            weight_decay=float(group["weight_decay"]), eps=float(group["eps"]), step=step,
+        ))  # fmt: skip
+
+
+class RMSprop(FlatOptimizer):
+    r"""torch.optim.RMSprop on fastopt's fused kernels (see :class:`fastopt.RMSprop`).
+
+    Parameters
+    ----------
+    params : iterable of tensors or of dicts
+    lr, alpha, eps, weight_decay, momentum, centered, maximize
+        torch's options and defaults.
+    foreach : optional
+        Accepted and ignored. ``capturable`` and ``differentiable`` must be False.
+    max_grad_norm, skip_nonfinite
+        As for :class:`SGD`.
+
+    Notes
+    -----
+    State: ``step``, ``square_avg``, ``momentum_buffer`` (with momentum) and ``grad_avg``
+    (centered), as torch. torch has no fused RMSprop; this one is.
+    """
+
+    algorithm = rmsprop.ALGORITHM
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | torch.Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        *,
+        max_grad_norm: float | None = None,
+        skip_nonfinite: bool = False,
+    ) -> None:
+        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
+                        weight_decay=weight_decay, capturable=capturable, foreach=foreach,
+                        maximize=maximize, differentiable=differentiable)  # fmt: skip
+        super().__init__(
+            params, defaults, max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite
+        )
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        _check_nonnegative("epsilon value", group["eps"])
+        _check_nonnegative("momentum value", group["momentum"])
+        _check_nonnegative("alpha value", group["alpha"])
+
+    def _state_names(self, group):
+        names = ("square_avg",)
+        if group["momentum"] > 0:
+            names += ("momentum_buffer",)
+        if group["centered"]:
+            names += ("grad_avg",)
+        return names
+
+    def _scalars(self, group, step):
+        return tuple(rmsprop.host_scalars(
+            lr=_lr(group), alpha=float(group["alpha"]), eps=float(group["eps"]),
+            weight_decay=float(group["weight_decay"]), momentum=float(group["momentum"]),
+            centered=bool(group["centered"]),
+        ))  # fmt: skip
+
+
+class Adam(FlatOptimizer):
+    r"""torch.optim.Adam on fastopt's fused kernels (see :class:`fastopt.Adam` for the rule).
+
+    Parameters
+    ----------
+    params : iterable of tensors or of dicts
+    lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay
+        torch's options and defaults.
+    foreach, fused : optional
+        Accepted and ignored. ``capturable`` and ``differentiable`` must be False.
+    max_grad_norm, skip_nonfinite
+        As for :class:`SGD`.
+
+    Notes
+    -----
+    State: ``step``, ``exp_avg``, ``exp_avg_sq`` and ``max_exp_avg_sq`` (amsgrad), as torch.
+    """
+
+    algorithm = adam.ALGORITHM
+    _decoupled_default = False
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool | None = None,
+        max_grad_norm: float | None = None,
+        skip_nonfinite: bool = False,
+    ) -> None:
+        if decoupled_weight_decay is None:
+            decoupled_weight_decay = self._decoupled_default
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                        amsgrad=amsgrad, maximize=maximize, foreach=foreach,
+                        capturable=capturable, differentiable=differentiable, fused=fused,
+                        decoupled_weight_decay=decoupled_weight_decay)  # fmt: skip
+        super().__init__(
+            params, defaults, max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite
+        )
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        _check_nonnegative("epsilon value", group["eps"])
+        for index, beta in enumerate(group["betas"]):
+            if not 0.0 <= float(beta) < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+
+    def _state_names(self, group):
+        names = ("exp_avg", "exp_avg_sq")
+        return names + ("max_exp_avg_sq",) if group["amsgrad"] else names
+
+    def _scalars(self, group, step):
+        beta1, beta2 = group["betas"]
+        return tuple(adam.host_scalars(
+            lr=_lr(group), betas=(float(beta1), float(beta2)), eps=float(group["eps"]),
+            weight_decay=float(group["weight_decay"]),
+            decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
+            amsgrad=bool(group["amsgrad"]), step=step,
+        ))  # fmt: skip
+
+
+class AdamW(Adam):
+    r"""torch.optim.AdamW on fastopt's fused kernels: :class:`Adam` with decoupled weight
+    decay and torch's AdamW default ``weight_decay=1e-2``.
+    """
+
+    _decoupled_default = True
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        max_grad_norm: float | None = None,
+        skip_nonfinite: bool = False,
+    ) -> None:
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
+            capturable=capturable, differentiable=differentiable, fused=fused,
+            decoupled_weight_decay=True, max_grad_norm=max_grad_norm,
+            skip_nonfinite=skip_nonfinite,
+        )  # fmt: skip

@@ -1,0 +1,362 @@
+"""fastopt.torch: torch.optim's constructor, numerics, schedulers, zero_grad, clipping and
+state_dicts, over flat buffers that backward writes in place.
+"""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+torch = importlib.import_module("torch") if os.environ.get("CI") else pytest.importorskip("torch")
+import fastopt  # noqa: E402
+import fastopt.torch as ft  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+CASES = [
+    ("SGD", {"lr": 0.1}),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}),
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3, "maximize": False}),
+    ("Adagrad", {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1}),
+    ("RMSprop", {"lr": 0.01}),
+    ("RMSprop", {"lr": 0.01, "centered": True, "momentum": 0.5, "weight_decay": 1e-2}),
+    ("Adam", {"lr": 1e-2}),
+    ("Adam", {"lr": 1e-2, "amsgrad": True, "weight_decay": 1e-2}),
+    ("AdamW", {"lr": 1e-2}),
+    ("AdamW", {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-6, "maximize": True}),
+]
+IDS = [f"{name}-{i}" for i, (name, _) in enumerate(CASES)]
+TOLERANCE = {torch.float32: 3e-5, torch.float64: 1e-12}
+
+
+def network(dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(12, 24), torch.nn.Tanh(), torch.nn.LayerNorm(24), torch.nn.Linear(24, 3)
+    ).to(dtype)
+
+
+def data(dtype, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 12, generator=generator, dtype=dtype)
+    return x, torch.randint(0, 3, (64,), generator=generator)
+
+
+def train(model, opt, x, y, steps, zero=lambda opt, model: opt.zero_grad(), scheduler=None):
+    sign = -1 if opt.param_groups[0]["maximize"] else 1  # maximise the negated loss
+    for _ in range(steps):
+        zero(opt, model)
+        (sign * torch.nn.functional.cross_entropy(model(x), y)).backward()
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+
+
+def assert_close_to_torch(ours, name, options, dtype, steps, scheduler=None):
+    """``ours`` (trained by fastopt.torch) against torch.optim's for-loop implementation
+    trained the same way: within ``TOLERANCE``, or within twice the distance between two
+    torch runs whose starting points differ by one ulp (where training amplifies
+    last-bit differences).
+    """
+    x, y = data(dtype)
+    theirs, nudged = network(dtype), network(dtype)
+    with torch.no_grad():
+        for p in nudged.parameters():
+            p.copy_(torch.nextafter(p, p + 1))
+    for model in (theirs, nudged):
+        opt = getattr(torch.optim, name)(model.parameters(), foreach=False, **options)
+        train(model, opt, x, y, steps, scheduler=scheduler and scheduler(opt))
+    sensitivity = max_difference(nudged, theirs)
+    assert max_difference(ours, theirs) <= max(TOLERANCE[dtype], 2 * sensitivity)
+    return theirs
+
+
+def max_difference(a, b):
+    return max((pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name, options", CASES, ids=IDS)
+def test_matches_torch_optim_on_a_network(name, options, dtype):
+    """After 120 steps on a network, fastopt.torch is within a fixed bound of torch's
+    for-loop implementation, or, where training amplifies last-bit differences (centered
+    RMSprop divides by sqrt(v - g_avg^2); a maximised loss runs away), no further from it
+    than torch itself is when its starting point moves by one ulp.
+    """
+    ours = network(dtype)
+    train(ours, getattr(ft, name)(ours.parameters(), **options), *data(dtype), 120)
+    assert_close_to_torch(ours, name, options, dtype, 120)
+    assert max_difference(ours, network(dtype)) > 100 * TOLERANCE[dtype]  # it did train
+
+
+@pytest.mark.parametrize("name, options", CASES, ids=IDS)
+def test_bit_equal_to_fastopt_on_the_same_flat_buffer(name, options):
+    """The adapter adds nothing to the numerics: fastopt's own optimizer, stepped on a copy
+    of the flat buffer with the same gradients, gives the same bytes.
+    """
+    x, y = data(torch.float32)
+    model = network()
+    opt = getattr(ft, name)(model.parameters(), **options)
+    (flat,) = opt._flat.data.values()
+    (flat_grad,) = opt._flat.grad.values()
+    copy = flat.numpy().copy()
+    plain = getattr(fastopt, name)(copy, **options)
+    for _ in range(30):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        plain.step(flat_grad.numpy().copy())
+        opt.step()
+        assert flat.numpy().tobytes() == copy.tobytes()
+
+
+def test_parameters_and_gradients_are_views_of_the_flat_buffers():
+    model = network()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = ft.Adam(model.parameters())
+    (flat,) = opt._flat.data.values()
+    (flat_grad,) = opt._flat.grad.values()
+    start = flat.data_ptr()
+    for p, value in zip(model.parameters(), before):
+        assert start <= p.data_ptr() < start + flat.numel() * 4
+        assert torch.equal(p.detach(), value)
+    x, y = data(torch.float32)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g.data_ptr() >= flat_grad.data_ptr() for g in grads)
+    torch.nn.functional.cross_entropy(model(x), y).backward()  # accumulates in place
+    assert all(p.grad is g for p, g in zip(model.parameters(), grads))
+    assert flat_grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "zero",
+    [
+        lambda opt, model: opt.zero_grad(),
+        lambda opt, model: opt.zero_grad(set_to_none=False),
+        lambda opt, model: model.zero_grad(),  # sets every .grad to None
+        lambda opt, model: [setattr(p, "grad", None) for p in model.parameters()],
+    ],
+    ids=["opt-set-to-none", "opt-zero", "model-zero-grad", "by-hand"],
+)
+def test_every_way_of_clearing_gradients_gives_torchs_result(zero):
+    x, y = data(torch.float64)
+    ours, theirs = network(torch.float64), network(torch.float64)
+    opt = ft.Adam(ours.parameters(), lr=1e-2)
+    train(ours, opt, x, y, 40, zero=zero)
+    train(theirs, torch.optim.Adam(theirs.parameters(), lr=1e-2, foreach=False), x, y, 40,
+          zero=zero)  # fmt: skip
+    assert max_difference(ours, theirs) <= 1e-12
+    assert all(
+        p.grad is None or p.grad is v for p, v in zip(ours.parameters(), opt._flat.grad_views)
+    )
+
+
+def test_a_gradient_replaced_by_a_hook_or_the_user_is_used_not_the_stale_one():
+    p = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    opt = ft.SGD([p], lr=0.5)
+    p.grad = torch.full((4,), 2.0, dtype=torch.float64)  # a new tensor, not the view
+    opt.step()
+    assert torch.equal(p.detach(), torch.zeros(4, dtype=torch.float64))
+    p.grad = torch.full((4,), -2.0, dtype=torch.float64)
+    opt.step()
+    assert torch.equal(p.detach(), torch.ones(4, dtype=torch.float64))
+
+
+def test_parameters_without_a_gradient_are_skipped_as_torch_skips_them():
+    def build():
+        torch.manual_seed(0)
+        used, unused = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+        frozen = torch.nn.Parameter(torch.ones(2), requires_grad=False)
+        return used, unused, frozen
+
+    results = []
+    makers = (
+        lambda ps: ft.Adam(ps, lr=0.1, weight_decay=0.1),
+        lambda ps: torch.optim.Adam(ps, lr=0.1, weight_decay=0.1, foreach=False),
+    )
+    for make in makers:
+        used, unused, frozen = build()
+        params = [*used.parameters(), *unused.parameters(), frozen]
+        opt = make(params)
+        x = torch.randn(5, 3, generator=torch.Generator().manual_seed(2))
+        for t in range(6):
+            opt.zero_grad()
+            model = used if t % 2 == 0 else unused  # each is reached every other step
+            model(x).square().sum().backward()
+            opt.step()
+        results.append(([p.detach().clone() for p in params], opt.state_dict()["state"]))
+    (ours, our_state), (theirs, their_state) = results
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+    assert set(our_state) == set(their_state) == {0, 1, 2, 3}  # frozen: no state
+    for index in their_state:
+        assert our_state[index]["step"].item() == their_state[index]["step"].item() == 3
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    [
+        lambda opt: torch.optim.lr_scheduler.StepLR(opt, 10, 0.5),
+        lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=60),
+        lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=60),
+        lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1 / (1 + e)),
+    ],
+    ids=["step", "one-cycle", "cosine", "lambda"],
+)
+@pytest.mark.parametrize(
+    "name, options", [CASES[1], CASES[5], CASES[7]], ids=["sgd", "rmsprop", "adam"]
+)
+def test_torch_schedulers_drive_it(name, options, scheduler):
+    x, y = data(torch.float64)
+    ours = network(torch.float64)
+    ours_opt = getattr(ft, name)(ours.parameters(), **options)
+    seen = []
+    ours_opt.register_step_pre_hook(lambda opt, args, kwargs: seen.append(
+        (opt.param_groups[0]["lr"], opt.param_groups[0].get("momentum"),
+         opt.param_groups[0].get("betas"))))  # fmt: skip
+    train(ours, ours_opt, x, y, 60, scheduler=scheduler(ours_opt))
+    assert_close_to_torch(ours, name, options, torch.float64, 60, scheduler=scheduler)
+    assert len(set(seen)) > 5  # the scheduler changed what each step used
+
+
+def test_per_group_options_and_two_dtypes():
+    torch.manual_seed(0)
+    a = torch.nn.Linear(4, 4).double()
+    b = torch.nn.Linear(4, 2)
+    groups = lambda: [  # noqa: E731
+        {"params": a.parameters(), "momentum": 0.5, "lr": 0.05},
+        {"params": b.parameters(), "weight_decay": 0.1},
+    ]
+    reference = [p.detach().clone() for p in (*a.parameters(), *b.parameters())]
+    opt = ft.SGD(groups(), lr=0.1, momentum=0.9)
+    assert len(opt._flat.data) == 2  # one flat buffer per dtype
+    x = torch.randn(3, 4, dtype=torch.float64)
+    for _ in range(5):
+        opt.zero_grad()
+        b(a(x).float()).square().sum().backward()
+        opt.step()
+    ours = [p.detach().clone() for p in (*a.parameters(), *b.parameters())]
+    for p, value in zip((*a.parameters(), *b.parameters()), reference):
+        p.data = value.clone()
+    theirs_opt = torch.optim.SGD(groups(), lr=0.1, momentum=0.9, foreach=False)
+    for _ in range(5):
+        theirs_opt.zero_grad()
+        b(a(x).float()).square().sum().backward()
+        theirs_opt.step()
+    for mine, p in zip(ours, (*a.parameters(), *b.parameters())):
+        assert torch.allclose(mine, p.detach(), rtol=0, atol=1e-6)
+
+
+def test_clipping_matches_clip_grad_norm_and_the_option():
+    x, y = data(torch.float64)
+    models = [network(torch.float64) for _ in range(3)]
+    opts = [ft.Adam(models[0].parameters(), lr=1e-2),
+            torch.optim.Adam(models[1].parameters(), lr=1e-2, foreach=False),
+            ft.Adam(models[2].parameters(), lr=1e-2, max_grad_norm=0.05)]  # fmt: skip
+    for _ in range(30):
+        for i, (model, opt) in enumerate(zip(models, opts)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            if i < 2:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+            opt.step()
+    assert max_difference(models[0], models[1]) <= 1e-12
+    assert max_difference(models[2], models[1]) <= 1e-10  # inside the kernel: no extra pass
+
+
+def test_skip_nonfinite_leaves_everything_unchanged():
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt = ft.Adam([p], lr=0.1, skip_nonfinite=True)
+    p.grad = torch.tensor([1.0, float("nan"), 0.0], dtype=torch.float64)
+    opt.step()
+    assert torch.equal(p.detach(), torch.ones(3, dtype=torch.float64)) and opt.skipped_steps == 1
+    assert not opt.state_dict()["state"]
+
+
+@pytest.mark.parametrize("name, options", [CASES[1], CASES[3], CASES[5], CASES[7], CASES[8]],
+                         ids=["sgd", "adagrad", "rmsprop", "adam", "adamw"])  # fmt: skip
+def test_state_dicts_move_both_ways_between_torch_and_fastopt(name, options):
+    x, y = data(torch.float64)
+    uninterrupted = network(torch.float64)
+    train(uninterrupted, getattr(ft, name)(uninterrupted.parameters(), **options), x, y, 40)
+    # fastopt -> torch.optim
+    first = network(torch.float64)
+    ours = getattr(ft, name)(first.parameters(), **options)
+    train(first, ours, x, y, 20)
+    sd = ours.state_dict()
+    assert set(sd["state"][0]) == set(sd["state"][0]) & {"step", "momentum_buffer", "sum",
+        "square_avg", "grad_avg", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}  # fmt: skip
+    second = network(torch.float64)
+    second.load_state_dict(first.state_dict())
+    theirs = getattr(torch.optim, name)(second.parameters(), foreach=False, **options)
+    theirs.load_state_dict(sd)
+    train(second, theirs, x, y, 20)
+    assert max_difference(second, uninterrupted) <= 1e-12
+    # torch.optim -> fastopt
+    third = network(torch.float64)
+    torch_opt = getattr(torch.optim, name)(third.parameters(), foreach=False, **options)
+    train(third, torch_opt, x, y, 20)
+    fourth = network(torch.float64)
+    fourth.load_state_dict(third.state_dict())
+    resumed = getattr(ft, name)(fourth.parameters(), **options)
+    resumed.load_state_dict(torch_opt.state_dict())
+    train(fourth, resumed, x, y, 20)
+    assert max_difference(fourth, uninterrupted) <= 1e-12
+    # the loaded state lives in the flat buffers the kernels update
+    for p in fourth.parameters():
+        for value in resumed.state[p].values():
+            if isinstance(value, torch.Tensor) and value.dim():
+                owner = {t.data_ptr() for t in resumed._buffers.values()}
+                assert value.untyped_storage().data_ptr() in owner
+
+
+def test_unsupported_parameters_and_options_get_clear_errors():
+    with pytest.raises(TypeError, match=r"parameter 0 \(3,\) is torch.float16: fastopt.torch"):
+        ft.Adam([torch.nn.Parameter(torch.ones(3, dtype=torch.float16))])
+    with pytest.raises(TypeError, match="is complex"):
+        ft.SGD([torch.nn.Parameter(torch.ones(3, dtype=torch.complex64))])
+    with pytest.raises(ValueError, match="differentiable=True is not supported"):
+        ft.Adam([torch.nn.Parameter(torch.ones(3))], differentiable=True)
+    with pytest.raises(ValueError, match="Invalid learning rate: -1"):
+        ft.Adam([torch.nn.Parameter(torch.ones(3))], lr=-1)
+    with pytest.raises(ValueError, match="Invalid beta parameter at index 1: 1.0"):
+        ft.Adam([torch.nn.Parameter(torch.ones(3))], betas=(0.9, 1.0))
+    emb = torch.nn.Embedding(10, 3, sparse=True)
+    ft.SGD(emb.parameters(), lr=0.1).zero_grad()  # the view stays: a dense accumulation
+    emb(torch.tensor([1, 2])).sum().backward()
+    assert not emb.weight.grad.is_sparse
+    emb.weight.grad = None  # now autograd installs a sparse gradient
+    with pytest.raises(TypeError, match="sparse gradient"):
+        emb(torch.tensor([1, 2])).sum().backward()
+
+
+def test_a_model_converted_after_construction_is_refused_before_any_write():
+    model = network()
+    opt = ft.Adam(model.parameters())
+    model.double()
+    x, y = data(torch.float64)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    (flat,) = opt._flat.data.values()
+    before = flat.clone()
+    with pytest.raises(RuntimeError, match="no longer lives in the optimizer's flat buffer"):
+        opt.step()
+    assert torch.equal(flat, before)
+
+
+def test_eager_torch_compile_trains_the_same():
+    x, y = data(torch.float64)
+    eager, compiled = network(torch.float64), network(torch.float64)
+    opt_eager = ft.Adam(eager.parameters(), lr=1e-2)
+    opt_compiled = ft.Adam(compiled.parameters(), lr=1e-2)
+    train(eager, opt_eager, x, y, 5)
+    train(torch.compile(compiled, backend="eager"), opt_compiled, x, y, 5)
+    assert max_difference(eager, compiled) <= 1e-12
+
+
+def test_import_fastopt_does_not_import_torch():
+    code = "import sys, fastopt; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    assert out.strip() == "False"
