@@ -20,7 +20,7 @@ from .._validation import check_number
 from ..kernels import adagrad, adam, rmsprop, sgd
 from ..kernels.clipping import clipped_scale
 from ..kernels.host import HOST, grad_sumsq_parallel, grad_sumsq_serial
-from .flat import FlatBuffers
+from .flat import FlatBuffers, host_zeros
 
 _REDUCTION_BLOCK = 1 << 14
 
@@ -64,6 +64,7 @@ class FlatOptimizer(torch.optim.Optimizer):
         self._steps = np.zeros(len(self._flat.params), np.float32)  # torch's state["step"]
         self._step_views = torch.from_numpy(self._steps)
         self._buffers: dict[tuple[torch.dtype, str], torch.Tensor] = {}
+        self._host_buffers: dict[tuple[torch.dtype, str], np.ndarray] = {}
         self._whole_runs = self._runs(np.ones(len(self._flat.params), bool))
         self._partials = {}
         self._eager_state()
@@ -91,7 +92,8 @@ class FlatOptimizer(torch.optim.Optimizer):
         key = (dtype, name)
         if key not in self._buffers:
             size = self._flat.data[dtype].numel()
-            self._buffers[key] = torch.zeros(size, dtype=dtype)
+            self._buffers[key] = torch.from_numpy(host_zeros(size, dtype))
+            self._host_buffers[key] = self._buffers[key].numpy()
         return self._buffers[key]
 
     def _state_view(self, i: int, name: str) -> torch.Tensor:
@@ -191,7 +193,8 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _host_state(self, dtype, name, group, start, stop):
         if name not in self._state_names(group):
             return np.empty(0, self._flat.host_data[dtype].dtype)
-        return self._buffer(dtype, name).numpy()[start:stop]
+        self._buffer(dtype, name)
+        return self._host_buffers[(dtype, name)][start:stop]
 
     def _grad_factor(self, runs) -> float | None:
         """1, the clipping factor, or None to skip the step (a non-finite gradient)."""

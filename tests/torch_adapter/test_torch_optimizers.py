@@ -360,3 +360,16 @@ def test_import_fastopt_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout  # fmt: skip
     assert out.strip() == "False"
+
+
+def test_the_benchmark_script_runs(tmp_path):
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "torch_model.py")
+    out = tmp_path / "torch.json"
+    subprocess.run([sys.executable, script, "--hidden", "16", "--rounds", "2", "--optimizers",
+                    "adam", "rmsprop", "--json", str(out)], check=True, capture_output=True,
+                   timeout=300)  # fmt: skip
+    import json
+
+    result = json.loads(out.read_text())
+    assert [row["optimizer"] for row in result["rows"]] == ["adam", "rmsprop"]
+    assert result["rows"][0]["x_torch_fused"] > 0 and result["checks"]["tensors"] == 8
