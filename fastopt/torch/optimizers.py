@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_number
+from .._validation import check_number, scheduled_lr
 from ..kernels import adagrad, adam, rmsprop, sgd
 from ..kernels.clipping import clipped_scale
 from ..kernels.host import HOST, grad_sumsq_parallel, grad_sumsq_serial
@@ -260,6 +260,8 @@ class FlatOptimizer(torch.optim.Optimizer):
 
 
 def _check_lr(lr):
+    if callable(lr):
+        return  # a fastopt schedule: its values are checked when evaluated
     value = float(lr) if isinstance(lr, torch.Tensor) else lr
     if not 0.0 <= value:
         raise ValueError(f"Invalid learning rate: {lr}")
@@ -270,9 +272,14 @@ def _check_nonnegative(name, value):
         raise ValueError(f"Invalid {name}: {value}")
 
 
-def _lr(group):
+def _lr(group, step):
+    """The group's lr for update ``step`` (1 for the first): a number, a tensor, or a
+    fastopt schedule evaluated at the updates applied so far (``step - 1``).
+    """
     lr = group["lr"]
-    return float(lr) if isinstance(lr, torch.Tensor) else float(lr)
+    if callable(lr):
+        return scheduled_lr(lr, step - 1)
+    return float(lr)
 
 
 class SGD(FlatOptimizer):
@@ -339,7 +346,7 @@ class SGD(FlatOptimizer):
 
     def _scalars(self, group, step):
         return tuple(sgd.host_scalars(
-            lr=_lr(group), weight_decay=float(group["weight_decay"]),
+            lr=_lr(group, step), weight_decay=float(group["weight_decay"]),
             momentum=float(group["momentum"]), dampening=float(group["dampening"]),
             nesterov=bool(group["nesterov"]), first_step=step == 1,
         ))  # fmt: skip
@@ -416,7 +423,7 @@ class Adagrad(FlatOptimizer):
 
     def _scalars(self, group, step):
         return tuple(adagrad.host_scalars(
-            lr=_lr(group), lr_decay=float(group["lr_decay"]),
+            lr=_lr(group, step), lr_decay=float(group["lr_decay"]),
             weight_decay=float(group["weight_decay"]), eps=float(group["eps"]), step=step,
         ))  # fmt: skip
 
@@ -482,7 +489,7 @@ class RMSprop(FlatOptimizer):
 
     def _scalars(self, group, step):
         return tuple(rmsprop.host_scalars(
-            lr=_lr(group), alpha=float(group["alpha"]), eps=float(group["eps"]),
+            lr=_lr(group, step), alpha=float(group["alpha"]), eps=float(group["eps"]),
             weight_decay=float(group["weight_decay"]), momentum=float(group["momentum"]),
             centered=bool(group["centered"]),
         ))  # fmt: skip
@@ -551,7 +558,7 @@ class Adam(FlatOptimizer):
     def _scalars(self, group, step):
         beta1, beta2 = group["betas"]
         return tuple(adam.host_scalars(
-            lr=_lr(group), betas=(float(beta1), float(beta2)), eps=float(group["eps"]),
+            lr=_lr(group, step), betas=(float(beta1), float(beta2)), eps=float(group["eps"]),
             weight_decay=float(group["weight_decay"]),
             decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
             amsgrad=bool(group["amsgrad"]), step=step,

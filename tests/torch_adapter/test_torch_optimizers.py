@@ -373,3 +373,26 @@ def test_the_benchmark_script_runs(tmp_path):
     result = json.loads(out.read_text())
     assert [row["optimizer"] for row in result["rows"]] == ["adam", "rmsprop"]
     assert result["rows"][0]["x_torch_fused"] > 0 and result["checks"]["tensors"] == 8
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"])
+def test_a_fastopt_schedule_as_lr_is_evaluated_per_update(name):
+    schedule = fastopt.schedules.cosine_decay(0.05, decay_steps=20, end_lr=0.005)
+    x, y = data(torch.float32)
+    model = network()
+    opt = getattr(ft, name)(model.parameters(), lr=schedule)
+    (flat,) = opt._flat.data.values()
+    (flat_grad,) = opt._flat.grad.values()
+    copy = flat.numpy().copy()
+    plain = getattr(fastopt, name)(copy, lr=schedule)
+    for _ in range(25):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        plain.step(flat_grad.numpy().copy())
+        opt.step()
+    assert flat.numpy().tobytes() == copy.tobytes()
+    assert not np_equal(copy, network()[0].weight.detach().numpy())
+
+
+def np_equal(flat, first_weight):
+    return flat[: first_weight.size].tobytes() == first_weight.reshape(-1).tobytes()
