@@ -15,6 +15,7 @@ buffer and points ``p.grad`` back at the view. The step checks each parameter ag
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -60,6 +61,10 @@ class FlatBuffers:
         self.grad_views: list[torch.Tensor] = []
         self.addresses: list[int] = []
         self.index = {id(p): i for i, p in enumerate(self.params)}
+        self.hooks: dict[int, Any] = {}
+        # the hooks hold the buffers weakly and go with them: an optimizer that is no
+        # longer used frees its buffers and stops copying gradients
+        weakref.finalize(self, _remove_hooks, self.hooks)
         with torch.no_grad():
             for i, (p, slot) in enumerate(zip(self.params, self.slots)):
                 data = self.data[slot.dtype][slot.start : slot.stop]
@@ -69,19 +74,30 @@ class FlatBuffers:
                     grad.copy_(p.grad)
                     self.has_grad[i] = True
                 p.data = data.view_as(p)
-                if p.requires_grad:
-                    p.grad = grad
-                    p.register_post_accumulate_grad_hook(self._hook(i))
                 self.grad_views.append(grad)
                 self.addresses.append(p.data_ptr())
+                if p.requires_grad:
+                    p.grad = grad
+                    self.hook(i)
 
-    def _hook(self, i):
+    def hook(self, i: int) -> None:
+        """Follow parameter ``i``'s gradients (see the module docstring); a parameter
+        frozen at construction is hooked when it is unfrozen.
+        """
+        buffers = weakref.ref(self)
+
         def arrived(p):
-            if p.grad is not self.grad_views[i]:
-                self.adopt(i, p)
-            self.has_grad[i] = True
+            flat = buffers()
+            if flat is None:
+                return
+            grad = p.grad
+            # a gradient that is part of a graph (backward(create_graph=True)) stays as it
+            # is until the step, so that gradient penalties can differentiate through it
+            if grad is not flat.grad_views[i] and not grad.requires_grad:
+                flat.adopt(i, p)
+            flat.has_grad[i] = True
 
-        return arrived
+        self.hooks[i] = self.params[i].register_post_accumulate_grad_hook(arrived)
 
     def adopt(self, i: int, p: torch.Tensor) -> None:
         """Copy a gradient tensor that is not the flat view into it, and point ``p.grad``
@@ -109,10 +125,13 @@ class FlatBuffers:
             if p.data_ptr() != self.addresses[i]:
                 raise RuntimeError(
                     f"parameter {i} {tuple(p.shape)} no longer lives in the optimizer's "
-                    "flat buffer (was the model converted or moved, say by .half(), .to() "
-                    "or load_state_dict(assign=True), after the optimizer was built?): "
-                    "build the optimizer after converting the model"
+                    "flat buffer: was the model converted or moved after the optimizer was "
+                    "built (.half(), .to(), share_memory(), load_state_dict(assign=True)), "
+                    "or another fastopt.torch optimizer built on the same parameters? Build "
+                    "one optimizer, after converting the model"
                 )
+            if i not in self.hooks and p.requires_grad:
+                self.hook(i)  # unfrozen since construction
             grad = p.grad
             if grad is None:
                 self.has_grad[i] = False
@@ -132,6 +151,11 @@ class FlatBuffers:
                 p.grad = self.grad_views[i] if p.requires_grad else None
         if set_to_none:
             self.has_grad[:] = False
+
+
+def _remove_hooks(hooks):
+    for handle in hooks.values():
+        handle.remove()
 
 
 def host_zeros(size: int, dtype: torch.dtype) -> np.ndarray:

@@ -19,7 +19,7 @@ import torch
 from .._validation import check_number, scheduled_lr
 from ..kernels import adagrad, adam, rmsprop, sgd
 from ..kernels.clipping import clipped_scale
-from ..kernels.host import HOST, grad_sumsq_parallel, grad_sumsq_serial
+from ..kernels.host import HOST, count_nonfinite, grad_sumsq_parallel, grad_sumsq_serial
 from .flat import FlatBuffers, host_zeros
 
 _REDUCTION_BLOCK = 1 << 14
@@ -44,6 +44,8 @@ class FlatOptimizer(torch.optim.Optimizer):
         max_grad_norm: float | None = None,
         skip_nonfinite: bool = False,
     ) -> None:
+        if defaults.get("foreach") and defaults.get("fused"):
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         for key in ("capturable", "differentiable"):
             if defaults.get(key):
                 raise ValueError(
@@ -62,6 +64,7 @@ class FlatOptimizer(torch.optim.Optimizer):
             self._check_group(group)
         self._flat = FlatBuffers(self.param_groups)
         self._steps = np.zeros(len(self._flat.params), np.float32)  # torch's state["step"]
+        self._has_state = np.zeros(len(self._flat.params), bool)
         self._step_views = torch.from_numpy(self._steps)
         self._buffers: dict[tuple[torch.dtype, str], torch.Tensor] = {}
         self._host_buffers: dict[tuple[torch.dtype, str], np.ndarray] = {}
@@ -100,17 +103,30 @@ class FlatOptimizer(torch.optim.Optimizer):
         slot = self._flat.slots[i]
         return self._buffer(slot.dtype, name)[slot.start : slot.stop].view_as(self._flat.params[i])
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """As torch's, while the optimizer is built; afterwards it raises: the parameters
+        of every group must be in the flat buffers from the start.
+        """
+        if hasattr(self, "_flat"):
+            raise RuntimeError(
+                "fastopt.torch optimizers cannot add a parameter group after construction "
+                "(their parameters are packed into flat buffers when built): pass every "
+                "group to the constructor, with lr=0 for those to start later"
+            )
+        super().add_param_group(param_group)
+
     def _init_state(self, i: int) -> None:
         """The state entry torch keeps for parameter ``i``, as views of the flat buffers."""
+        self._has_state[i] = True
         p = self._flat.params[i]
         group = self.param_groups[self._flat.slots[i].group]
-        entry = self.state[p]
-        if self._has_step:
-            entry["step"] = self._step_views[i]
+        entry = {"step": self._step_views[i]} if self._has_step else {}
         for name in self._state_names(group):
             view = self._state_view(i, name)
             view.fill_(self._initial_state(group, name))
             entry[name] = view
+        if entry:  # torch keeps no entry for a stateless parameter (SGD without momentum)
+            self.state[p].update(entry)
 
     _has_step = True
 
@@ -160,13 +176,18 @@ class FlatOptimizer(torch.optim.Optimizer):
             group = self.param_groups[group_index]
             self._check_group(group)
             step = int(self._steps[members[0]]) + 1
-            for name in self._state_names(group):
-                if (dtype, name) not in self._buffers and step > 1:
-                    raise RuntimeError(
-                        f"param_groups[{group_index}] now needs the state {name!r}, which "
-                        "its parameters did not have when they were first updated (as in "
-                        "torch, turn such options on before the first step)"
-                    )
+            names = self._state_names(group)
+            for i in members:
+                if self._has_state[i] and self._steps[i] > 0:
+                    entry = self.state.get(self._flat.params[i], {})
+                    missing = [n for n in names if entry.get(n) is None]
+                    if missing:
+                        raise RuntimeError(
+                            f"param_groups[{group_index}] now needs the state {missing}, "
+                            "which its parameters did not have when they were first "
+                            "updated: turn such options (momentum, centered, amsgrad) on "
+                            "before the first step"
+                        )
             calls.append((group, dtype, start, stop, members, self._scalars(group, step)))
         factor = self._grad_factor(runs)
         if factor is None:
@@ -174,7 +195,7 @@ class FlatOptimizer(torch.optim.Optimizer):
             return loss
         for group, dtype, start, stop, members, scalars in calls:
             for i in members:
-                if not self.state.get(self._flat.params[i]):
+                if not self._has_state[i]:
                     self._init_state(i)
             state = [self._host_state(dtype, name, group, start, stop)
                      for name in self.algorithm.state]  # fmt: skip
@@ -209,7 +230,9 @@ class FlatOptimizer(torch.optim.Optimizer):
             reduce = HOST.threaded(grad_sumsq_serial, grad_sumsq_parallel, grad.size)
             sumsq += reduce(grad, partials)
         if self.skip_nonfinite and not math.isfinite(sumsq):
-            return None
+            grads = [self._flat.host_grad[dtype][start:stop] for _, dtype, start, stop, _ in runs]
+            if math.isnan(sumsq) or any(count_nonfinite(g) for g in grads):
+                return None  # (an inf sum of finite float64 squares is not a reason)
         if self.max_grad_norm is None:
             return 1.0
         return clipped_scale(1.0, sumsq, 1.0, self.max_grad_norm)
@@ -230,18 +253,23 @@ class FlatOptimizer(torch.optim.Optimizer):
         into the flat state buffers, which the kernels update.
         """
         super().load_state_dict(state_dict)
-        self._steps[:] = 0
         for group in self.param_groups:
             self._check_group(group)
-        for p, entry in list(self.state.items()):
+        # copies first: loading an optimizer's own state_dict gives back its own views
+        saved = {
+            p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
+            for p, entry in self.state.items()
+        }
+        self._steps[:] = 0
+        self._has_state[:] = False
+        self.state.clear()
+        for p, loaded in saved.items():
             i = self._flat.index[id(p)]
             group = self.param_groups[self._flat.slots[i].group]
-            loaded = dict(entry)
-            entry.clear()
             self._init_state(i)
             for name in self._state_names(group):
                 if name in loaded and loaded[name] is not None:
-                    entry[name].copy_(loaded[name])
+                    self.state[p][name].copy_(loaded[name])
             self._steps[i] = self._loaded_step(loaded)
 
     def _loaded_step(self, loaded: dict[str, Any]) -> float:
@@ -262,6 +290,8 @@ class FlatOptimizer(torch.optim.Optimizer):
 def _check_lr(lr):
     if callable(lr):
         return  # a fastopt schedule: its values are checked when evaluated
+    if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
     value = float(lr) if isinstance(lr, torch.Tensor) else lr
     if not 0.0 <= value:
         raise ValueError(f"Invalid learning rate: {lr}")
@@ -350,12 +380,6 @@ class SGD(FlatOptimizer):
             momentum=float(group["momentum"]), dampening=float(group["dampening"]),
             nesterov=bool(group["nesterov"]), first_step=step == 1,
         ))  # fmt: skip
-
-    def _init_state(self, i):
-        entry = self.state[self._flat.params[i]]
-        super()._init_state(i)
-        if "momentum_buffer" not in entry:
-            entry["momentum_buffer"] = None  # torch's entry without momentum
 
     def _loaded_step(self, loaded):
         # torch's SGD keeps no step: a momentum buffer means the first update is done

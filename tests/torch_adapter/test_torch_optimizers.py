@@ -324,7 +324,8 @@ def test_unsupported_parameters_and_options_get_clear_errors():
     with pytest.raises(ValueError, match="Invalid beta parameter at index 1: 1.0"):
         ft.Adam([torch.nn.Parameter(torch.ones(3))], betas=(0.9, 1.0))
     emb = torch.nn.Embedding(10, 3, sparse=True)
-    ft.SGD(emb.parameters(), lr=0.1).zero_grad()  # the view stays: a dense accumulation
+    opt = ft.SGD(emb.parameters(), lr=0.1)
+    opt.zero_grad()  # the view stays: a dense accumulation
     emb(torch.tensor([1, 2])).sum().backward()
     assert not emb.weight.grad.is_sparse
     emb.weight.grad = None  # now autograd installs a sparse gradient
@@ -396,3 +397,121 @@ def test_a_fastopt_schedule_as_lr_is_evaluated_per_update(name):
 
 def np_equal(flat, first_weight):
     return flat[: first_weight.size].tobytes() == first_weight.reshape(-1).tobytes()
+
+
+# -- what a reviewer found ---------------------------------------------------------------
+@pytest.mark.parametrize("name, options", [CASES[1], CASES[7]], ids=["sgd", "adam"])
+def test_loading_its_own_state_dict_changes_nothing(name, options):
+    x, y = data(torch.float64)
+    model = network(torch.float64)
+    opt = getattr(ft, name)(model.parameters(), **options)
+    train(model, opt, x, y, 3)
+    before = {i: {k: v.clone() for k, v in entry.items()}
+              for i, entry in opt.state_dict()["state"].items()}  # fmt: skip
+    opt.load_state_dict(opt.state_dict())
+    after = opt.state_dict()["state"]
+    for i, entry in before.items():
+        for key, value in entry.items():
+            assert torch.equal(after[i][key], value), (i, key)
+    twin = network(torch.float64)
+    twin_opt = getattr(ft, name)(twin.parameters(), **options)
+    train(twin, twin_opt, x, y, 3)
+    train(model, opt, x, y, 3)
+    train(twin, twin_opt, x, y, 3)
+    assert max_difference(model, twin) == 0
+
+
+def test_add_param_group_after_construction_raises():
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    opt = ft.SGD([a], lr=0.1)
+    with pytest.raises(RuntimeError, match="cannot add a parameter group after construction"):
+        opt.add_param_group({"params": [b], "lr": 1.0})
+    assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("make", [ft.SGD, torch.optim.SGD, ft.Adam, torch.optim.Adam])
+def test_a_parameter_unfrozen_later_is_updated_at_every_step(make):
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64), requires_grad=False)
+    opt = make([p], lr=0.1)
+    p.requires_grad_(True)
+    for _ in range(3):
+        opt.zero_grad()
+        (p * 1.0).sum().backward()
+        opt.step()
+    expected = {ft.SGD: 0.7, torch.optim.SGD: 0.7, ft.Adam: 0.7, torch.optim.Adam: 0.7}[make]
+    assert torch.allclose(p.detach(), torch.full((3,), expected, dtype=torch.float64))
+
+
+def test_an_option_that_needs_new_state_mid_run_raises_before_any_write():
+    model = network(torch.float64)
+    params = list(model.parameters())
+    opt = ft.SGD([{"params": params[:2], "momentum": 0.9}, {"params": params[2:]}], lr=0.1)
+    x, y = data(torch.float64)
+    train(model, opt, x, y, 2)
+    opt.param_groups[1]["momentum"] = 0.9
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(RuntimeError, match=r"now needs the state \['momentum_buffer'\]"):
+        opt.step()
+    assert all(torch.equal(p.detach(), b) for p, b in zip(params, before))
+
+
+def test_a_replaced_optimizer_frees_its_buffers_and_hooks():
+    import gc
+    import weakref
+
+    model = torch.nn.Linear(50, 50)
+    old = ft.Adam(model.parameters())
+    flat = weakref.ref(old._flat)
+    del old
+    gc.collect()
+    assert flat() is None
+    new = ft.Adam(model.parameters())
+    assert len(model.weight._post_accumulate_grad_hooks) == 1
+    model(torch.ones(2, 50)).sum().backward()
+    assert model.weight.grad is new._flat.grad_views[0]
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+def test_create_graph_gradients_keep_their_graph_until_the_step():
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0], dtype=torch.float64))
+    opt = ft.SGD([p], lr=0.1)
+    (p**3).sum().backward(create_graph=True)
+    assert p.grad.requires_grad  # a gradient penalty can differentiate through it
+    penalty = p.grad.square().sum()
+    assert penalty.grad_fn is not None
+    opt.step()
+    assert torch.allclose(
+        p.detach(),
+        torch.tensor([1.0, 2.0], dtype=torch.float64)
+        - 0.1 * 3 * torch.tensor([1.0, 4.0], dtype=torch.float64),
+    )
+
+
+def test_sgd_without_momentum_keeps_torchs_empty_state():
+    results = []
+    for make in (ft.SGD, torch.optim.SGD):
+        p = torch.nn.Parameter(torch.ones(3))
+        opt = make([p], lr=0.1)
+        p.grad = torch.ones(3)
+        opt.step()
+        results.append(opt.state_dict()["state"])
+    assert results[0] == results[1]
+
+
+def test_huge_finite_gradients_are_not_skipped():
+    p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = ft.SGD([p], lr=1e-200, skip_nonfinite=True)
+    p.grad = torch.full((3,), 1e200, dtype=torch.float64)  # the sum of squares overflows
+    opt.step()
+    assert opt.skipped_steps == 0 and torch.allclose(
+        p.detach(), -torch.ones(3, dtype=torch.float64)
+    )
+
+
+def test_torchs_argument_errors():
+    p = torch.nn.Parameter(torch.ones(3))
+    with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True` together"):
+        ft.Adam([p], foreach=True, fused=True)
+    with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+        ft.Adam([p], lr=torch.tensor([0.1, 0.2]))
