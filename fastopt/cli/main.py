@@ -32,43 +32,32 @@ into grad; batches is a sequence of mini-batches or a function returning an iter
 DEFAULT_LRS = "1e-4 3e-4 1e-3 3e-3 1e-2 3e-2 0.1 0.3 1 3"
 
 
-def _problem_arguments(command, default_optimizer="sgd"):
-    command.add_argument(
-        "problem", metavar="PROBLEM", help="path/to/file.py:function or package.module:function"
-    )
-    command.add_argument(
-        "--optimizer",
-        choices=sorted(_optimizer_names()),
-        default=default_optimizer,
-        help="the optimizer",
-    )
-    command.add_argument(
-        "-o",
-        "--option",
-        type=a.option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an optimizer option, repeatable: -o momentum=0.9 -o betas=(0.9,0.99)",
-    )
-    _output_arguments(command)
+PROBLEM_HELP = "path/to/file.py:function or package.module:function"
 
 
-def _output_arguments(command):
+def _problem(command, optional=False):
+    extra = {"nargs": "?", "default": None} if optional else {}
+    command.add_argument("problem", metavar="PROBLEM", help=PROBLEM_HELP, **extra)
+
+
+def _optimizer(command, note=""):
     command.add_argument(
-        "--json",
-        type=a.output_path,
-        default=None,
-        metavar="FILE",
-        help="also write the results to this JSON file",
+        "--optimizer", choices=sorted(_optimizer_names()), default="sgd", help="the optimizer"
     )
     command.add_argument(
-        "--plot",
-        type=a.output_path,
-        default=None,
-        metavar="FILE",
-        help="draw the cost curves into this image (needs fastopt[plot])",
-    )
+        "-o", "--option", type=a.option, action="append", default=[], metavar="KEY=VALUE",
+        help=f"an optimizer option, repeatable: -o momentum=0.9 -o betas=(0.9,0.99){note}",
+    )  # fmt: skip
+
+
+def _json(command, what="results"):
+    command.add_argument("--json", type=a.output_path, default=None, metavar="FILE",
+                         help=f"also write the {what} to this JSON file")  # fmt: skip
+
+
+def _plot(command, kind=a.output_path, note=" (needs fastopt[plot])"):
+    command.add_argument("--plot", type=kind, default=None, metavar="FILE",
+                         help=f"draw the cost curves into this image{note}")  # fmt: skip
 
 
 def _optimizer_names():
@@ -92,66 +81,22 @@ def build_parser(prog="fastopt"):
         "each from the same starting point; picks the rate that "
         "decreases the cost fastest and consistently.",
     )
-    sweep.add_argument(
-        "problem",
-        metavar="PROBLEM",
-        nargs="?",
-        default=None,
-        help="path/to/file.py:function or package.module:function",
-    )
+    _problem(sweep, optional=True)
     sweep.add_argument(
         "--demo", action="store_true", help="sweep the bundled digits network instead of a PROBLEM"
     )
-    sweep.add_argument(
-        "--optimizer", choices=sorted(_optimizer_names()), default="sgd", help="the optimizer"
-    )
-    sweep.add_argument(
-        "-o",
-        "--option",
-        type=a.option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an optimizer option, repeatable: -o momentum=0.9 (with a PROBLEM)",
-    )
-    sweep.add_argument(
-        "--lrs",
-        type=a.nonnegative_float,
-        nargs="+",
-        default=None,
-        metavar="LR",
-        help=f"the rates to try (default: {DEFAULT_LRS})",
-    )
-    sweep.add_argument(
-        "--iterations",
-        type=a.positive_int,
-        default=None,
-        help="updates per rate (default: 50, or 60 with --demo)",
-    )
-    sweep.add_argument(
-        "--batch-size", type=a.positive_int, default=64, help="mini-batch size (with --demo)"
-    )
-    sweep.add_argument(
-        "--train-epochs",
-        type=a.nonnegative_int,
-        default=20,
-        help="with --demo: then train this many epochs with the pick",
-    )
-    sweep.add_argument(
-        "--json",
-        type=a.output_path,
-        default=None,
-        metavar="FILE",
-        help="also write the results to this JSON file",
-    )
-    sweep.add_argument(
-        "--plot",
-        type=a.optional_output_path,
-        default=None,
-        metavar="FILE",
-        help="draw the cost curves into this image, '' for none (default: "
-        "sweep.png with --demo when matplotlib is installed)",
-    )
+    _optimizer(sweep, note=" (with a PROBLEM)")
+    sweep.add_argument("--lrs", type=a.nonnegative_float, nargs="+", default=None,
+                       metavar="LR", help=f"the rates to try (default: {DEFAULT_LRS})")  # fmt: skip
+    sweep.add_argument("--iterations", type=a.positive_int, default=None,
+                       help="updates per rate (default: 50, or 60 with --demo)")  # fmt: skip
+    sweep.add_argument("--batch-size", type=a.positive_int, default=64,
+                       help="mini-batch size (with --demo)")  # fmt: skip
+    sweep.add_argument("--train-epochs", type=a.nonnegative_int, default=20,
+                       help="with --demo: then train this many epochs with the pick")  # fmt: skip
+    _json(sweep)
+    _plot(sweep, a.optional_output_path, ", '' for none (default: sweep.png with --demo "
+          "when matplotlib is installed)")  # fmt: skip
 
     range_test = commands.add_parser(
         "range-test",
@@ -159,7 +104,10 @@ def build_parser(prog="fastopt"):
         description="One run in which the learning rate grows exponentially from --min-lr "
         "to --max-lr; suggests a range to confirm with the sweep.",
     )
-    _problem_arguments(range_test)
+    _problem(range_test)
+    _optimizer(range_test)
+    _json(range_test)
+    _plot(range_test)
     range_test.add_argument("--min-lr", type=a.positive_float, default=1e-7, help="the first rate")
     range_test.add_argument("--max-lr", type=a.positive_float, default=10.0, help="the last rate")
     range_test.add_argument(
@@ -179,9 +127,7 @@ def build_parser(prog="fastopt"):
         "differences on a sample of coordinates of every array; exit status 1 if it is "
         "wrong.",
     )
-    check.add_argument(
-        "problem", metavar="PROBLEM", help="path/to/file.py:function or package.module:function"
-    )
+    _problem(check)
     check.add_argument(
         "--eps",
         type=a.positive_float,
@@ -197,13 +143,7 @@ def build_parser(prog="fastopt"):
     check.add_argument(
         "--seed", type=a.nonnegative_int, default=0, help="seed of the sampled coordinates"
     )
-    check.add_argument(
-        "--json",
-        type=a.output_path,
-        default=None,
-        metavar="FILE",
-        help="also write the result to this JSON file",
-    )
+    _json(check, "result")
 
     demo = commands.add_parser(
         "demo",
@@ -263,13 +203,7 @@ def build_parser(prog="fastopt"):
     )
     bench.add_argument("--no-numpy", action="store_true", help="skip the (slow) NumPy baseline")
     bench.add_argument("--no-torch", action="store_true", help="skip torch")
-    bench.add_argument(
-        "--json",
-        type=a.output_path,
-        default=None,
-        metavar="FILE",
-        help="also write the results to this JSON file",
-    )
+    _json(bench)
     return parser
 
 
