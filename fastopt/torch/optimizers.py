@@ -16,13 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._config import REDUCTION_BLOCK
 from .._validation import check_number, scheduled_lr
 from ..kernels import adagrad, adam, rmsprop, sgd
 from ..kernels.clipping import clipped_scale
 from ..kernels.host import HOST, count_nonfinite, grad_sumsq_parallel, grad_sumsq_serial
 from .flat import FlatBuffers, host_zeros
-
-_REDUCTION_BLOCK = 1 << 14
 
 
 class FlatOptimizer(torch.optim.Optimizer):
@@ -225,7 +224,7 @@ class FlatOptimizer(torch.optim.Optimizer):
         for _, dtype, start, stop, _ in runs:
             grad = self._flat.host_grad[dtype][start:stop]
             partials = self._partials.setdefault(
-                (dtype, start, stop), np.empty(-(-grad.size // _REDUCTION_BLOCK), np.float64)
+                (dtype, start, stop), np.empty(-(-grad.size // REDUCTION_BLOCK), np.float64)
             )
             reduce = HOST.threaded(grad_sumsq_serial, grad_sumsq_parallel, grad.size)
             sumsq += reduce(grad, partials)
