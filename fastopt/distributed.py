@@ -112,6 +112,7 @@ class DataParallel:
             from mpi4py.util.dtlib import from_numpy_dtype
 
             self._mpi_type = from_numpy_dtype(param.dtype)
+            self._mpi_state_type = from_numpy_dtype(optimizer.state_dtype)
         else:
             self.optimizer = optimizer
 
@@ -200,9 +201,9 @@ class DataParallel:
         for name in self.optimizer.state:
             if name == "step":
                 continue
-            gathered = np.empty(self.full_size, self.param.dtype)
+            gathered = np.empty(self.full_size, self.optimizer.state_dtype)
             self.comm.Allgatherv(
-                local[name], [gathered, self._counts, self._starts, self._mpi_type]
+                local[name], [gathered, self._counts, self._starts, self._mpi_state_type]
             )
             full[name] = gathered
         return full

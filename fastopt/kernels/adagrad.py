@@ -8,7 +8,7 @@ import math
 from typing import NamedTuple
 
 from ._algorithm import Algorithm, new_scalars
-from ._names import element, indices, load_scale  # noqa: F401  (bound per backend)
+from ._names import element, indices, load, load_scale, store  # noqa: F401  (bound)
 
 NAME = "adagrad"
 STATE = ("sum",)
@@ -44,9 +44,8 @@ def loop(param, grad, state_sum, grad_scale, clr, weight_decay, eps):
     grad_scale = f(load_scale(grad_scale))
     clr, weight_decay, eps = f(clr), f(weight_decay), f(eps)
     for i in indices(param.size):
-        param[i], state_sum[i] = element(
-            param[i], grad[i], state_sum[i], grad_scale, clr, weight_decay, eps
-        )
+        p, s = element(param[i], grad[i], load(state_sum[i], f), grad_scale, clr, weight_decay, eps)
+        param[i], state_sum[i] = p, store(s)
 
 
 ALGORITHM = Algorithm(NAME, STATE, AdagradScalars, host_scalars, adagrad_element, loop)

@@ -9,7 +9,7 @@ import math
 from typing import NamedTuple
 
 from ._algorithm import Algorithm, new_scalars
-from ._names import element, indices, load_scale  # noqa: F401  (bound per backend)
+from ._names import element, indices, load, load_scale, store  # noqa: F401  (bound)
 
 NAME = "adam"
 STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
@@ -128,12 +128,12 @@ def loop(
     one_minus_beta1_complement = f(1.0) - one_minus_beta1
     if amsgrad:
         for i in indices(param.size):
-            param[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i] = element(
+            p, m, v, vmax = element(
                 param[i],
                 grad[i],
-                exp_avg[i],
-                exp_avg_sq[i],
-                max_exp_avg_sq[i],
+                load(exp_avg[i], f),
+                load(exp_avg_sq[i], f),
+                load(max_exp_avg_sq[i], f),
                 grad_scale,
                 weight_decay,
                 decay_factor,
@@ -146,13 +146,19 @@ def loop(
                 eps,
                 True,
             )
+            param[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i] = (
+                p,
+                store(m),
+                store(v),
+                store(vmax),
+            )
     else:
         for i in indices(param.size):
-            param[i], exp_avg[i], exp_avg_sq[i], _ = element(
+            p, m, v, _ = element(
                 param[i],
                 grad[i],
-                exp_avg[i],
-                exp_avg_sq[i],
+                load(exp_avg[i], f),
+                load(exp_avg_sq[i], f),
                 grad[i],
                 grad_scale,
                 weight_decay,
@@ -166,6 +172,7 @@ def loop(
                 eps,
                 False,
             )
+            param[i], exp_avg[i], exp_avg_sq[i] = p, store(m), store(v)
 
 
 ALGORITHM = Algorithm(NAME, STATE, AdamScalars, host_scalars, adam_element, loop)

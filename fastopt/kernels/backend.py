@@ -138,9 +138,12 @@ class Backend(Protocol):
         ``written`` the buffers a step writes (a gradient may overlap none of them).
         """
 
-    def update_kernel(self, algorithm: Algorithm, size: int) -> Callable[..., None]:
-        """The compiled update of ``algorithm`` for a segment of ``size`` elements, called
-        as ``kernel(param, grad, *state, grad_scale, *scalars)``.
+    def update_kernel(
+        self, algorithm: Algorithm, size: int, precision: str = "full"
+    ) -> Callable[..., None]:
+        """The compiled update of ``algorithm`` for a segment of ``size`` elements with
+        state stored in ``precision`` (:mod:`fastopt.kernels.precision`), called as
+        ``kernel(param, grad, *state, grad_scale, *scalars)``.
         """
 
     def follow_fork(self, owner: Any) -> None:

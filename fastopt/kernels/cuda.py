@@ -31,6 +31,7 @@ from . import ALGORITHMS
 from .backend import MISSING_EXTRA, checked_then_update, is_device_array
 from .clipping import clipped_scale
 from .host import raise_hazard
+from .precision import LOAD_STORE, PRECISIONS, numpy_bits_float, numpy_float_bits
 
 try:
     import numba_cuda  # noqa: F401  (the package; numba's built-in numba.cuda is deprecated)
@@ -184,19 +185,44 @@ def first_element(scale):
     return scale[0]
 
 
-KERNELS = {
-    name: _kernel(
+def _bit_casts():
+    """``float_bits`` and ``bits_float`` (see :mod:`fastopt.kernels.precision`): libdevice
+    on the GPU; NumPy scalar views under the simulator, which runs device code as Python
+    and has no libdevice.
+    """
+    if simulated():
+        return {"float_bits": numpy_float_bits, "bits_float": numpy_bits_float}
+    from numba.cuda import libdevice
+
+    return {
+        "float_bits": _device(lambda value: np.uint32(libdevice.float_as_int(value))),
+        "bits_float": _device(lambda bits: libdevice.int_as_float(np.int32(bits))),
+    }
+
+
+def _compile(algorithm, precision):
+    casts = _bit_casts()
+    load, store = LOAD_STORE[precision]
+    suffix = "" if precision == "full" else f"_{precision}"
+    return _kernel(
         bind(
             algorithm.loop,
-            f"{name}_cuda",
+            f"{algorithm.name}{suffix}_cuda",
             element=_device(algorithm.element),
             indices=grid_indices,
             load_scale=first_element,
+            load=_device(bind(load, f"{precision}_load_cuda", **casts)),
+            store=_device(bind(store, f"{precision}_store_cuda", **casts)),
         )
     )
+
+
+KERNELS = {
+    (name, precision): _compile(algorithm, precision)
     for name, algorithm in ALGORITHMS.items()
+    for precision in PRECISIONS
 }
-"""Algorithm name -> its grid-stride update kernel."""
+"""(algorithm name, state precision) -> its grid-stride update kernel."""
 
 _clipped_scale = _device(clipped_scale)
 
@@ -419,8 +445,8 @@ class CudaBackend:
     def gradient_views(self, shape, dtype, segments, owner, written):
         return CudaGradientViews(shape, dtype, segments, owner, written)
 
-    def update_kernel(self, algorithm, size):
-        return launcher(KERNELS[algorithm.name], size)
+    def update_kernel(self, algorithm, size, precision="full"):
+        return launcher(KERNELS[algorithm.name, precision], size)
 
     def follow_fork(self, owner):
         pass  # a CUDA context does not survive fork(): nothing to rebuild

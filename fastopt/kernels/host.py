@@ -30,6 +30,7 @@ from .._validation import check_buffer, check_like
 from . import ALGORITHMS
 from .backend import checked_then_update
 from .clipping import clipped_scale
+from .precision import LOAD_STORE, PRECISIONS, numpy_bits_float, numpy_float_bits
 
 
 @kernel
@@ -37,18 +38,35 @@ def _identity(grad_scale):
     return grad_scale
 
 
-def _compile(algorithm):
-    return serial_and_parallel(
-        algorithm.loop,
-        algorithm.name,
-        element=element(algorithm.element),
-        indices=prange,
-        load_scale=_identity,
+def _load_store(precision):
+    load, store = LOAD_STORE[precision]
+    casts = {"float_bits": element(numpy_float_bits), "bits_float": element(numpy_bits_float)}
+    return (
+        element(bind(load, f"{precision}_load_host", **casts)),
+        element(bind(store, f"{precision}_store_host", **casts)),
     )
 
 
-KERNELS = {name: _compile(algorithm) for name, algorithm in ALGORITHMS.items()}
-"""Algorithm name -> (serial, threaded) compiled loop."""
+def _compile(algorithm, precision):
+    load, store = _load_store(precision)
+    suffix = "" if precision == "full" else f"_{precision}"
+    return serial_and_parallel(
+        algorithm.loop,
+        algorithm.name + suffix,
+        element=element(algorithm.element),
+        indices=prange,
+        load_scale=_identity,
+        load=load,
+        store=store,
+    )
+
+
+KERNELS = {
+    (name, precision): _compile(algorithm, precision)
+    for name, algorithm in ALGORITHMS.items()
+    for precision in PRECISIONS
+}
+"""(algorithm name, state precision) -> (serial, threaded) compiled loop."""
 
 
 @reduction
@@ -141,8 +159,8 @@ def _checked_update(owner, layout, param, grad, state, grad_scale, scalars):
 
 
 CHECKED = {
-    serial: kernel(bind(_checked_update, f"{name}_checked_serial", update=serial))
-    for name, (serial, _) in KERNELS.items()
+    serial: kernel(bind(_checked_update, f"{serial.py_func.__name__}_checked", update=serial))
+    for serial, _ in KERNELS.values()
 }
 """Serial loop -> the same loop behind the gradient checks (see :func:`_checked_update`)."""
 
@@ -334,8 +352,8 @@ class HostBackend:
             return _one_at_a_time(threaded, self.threads.lock)
         return threaded
 
-    def update_kernel(self, algorithm, size):
-        return self.threaded(*KERNELS[algorithm.name], size)
+    def update_kernel(self, algorithm, size, precision="full"):
+        return self.threaded(*KERNELS[algorithm.name, precision], size)
 
     def follow_fork(self, owner):
         """Rebuild ``owner`` (call its ``_build()``) in a forked child whose kernels must

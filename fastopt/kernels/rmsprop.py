@@ -10,7 +10,7 @@ import math
 from typing import NamedTuple
 
 from ._algorithm import Algorithm, new_scalars
-from ._names import element, indices, load_scale  # noqa: F401  (bound per backend)
+from ._names import element, indices, load, load_scale, store  # noqa: F401  (bound)
 
 NAME = "rmsprop"
 STATE = ("square_avg", "grad_avg", "momentum_buffer")
@@ -100,12 +100,12 @@ def loop(
     # one loop per option set, so each loop body has no unused loads or stores
     if centered and use_momentum:
         for i in indices(param.size):
-            param[i], square_avg[i], grad_avg[i], momentum_buffer[i] = element(
+            p, v, ga, buf = element(
                 param[i],
                 grad[i],
-                square_avg[i],
-                grad_avg[i],
-                momentum_buffer[i],
+                load(square_avg[i], f),
+                load(grad_avg[i], f),
+                load(momentum_buffer[i], f),
                 grad_scale,
                 lr,
                 alpha,
@@ -117,13 +117,15 @@ def loop(
                 True,
                 True,
             )
+            param[i], square_avg[i], grad_avg[i] = p, store(v), store(ga)
+            momentum_buffer[i] = store(buf)
     elif centered:
         for i in indices(param.size):
-            param[i], square_avg[i], grad_avg[i], _ = element(
+            p, v, ga, _ = element(
                 param[i],
                 grad[i],
-                square_avg[i],
-                grad_avg[i],
+                load(square_avg[i], f),
+                load(grad_avg[i], f),
                 grad[i],
                 grad_scale,
                 lr,
@@ -136,14 +138,15 @@ def loop(
                 True,
                 False,
             )
+            param[i], square_avg[i], grad_avg[i] = p, store(v), store(ga)
     elif use_momentum:
         for i in indices(param.size):
-            param[i], square_avg[i], _, momentum_buffer[i] = element(
+            p, v, _, buf = element(
                 param[i],
                 grad[i],
-                square_avg[i],
+                load(square_avg[i], f),
                 grad[i],
-                momentum_buffer[i],
+                load(momentum_buffer[i], f),
                 grad_scale,
                 lr,
                 alpha,
@@ -155,12 +158,13 @@ def loop(
                 False,
                 True,
             )
+            param[i], square_avg[i], momentum_buffer[i] = p, store(v), store(buf)
     else:
         for i in indices(param.size):
-            param[i], square_avg[i], _, _ = element(
+            p, v, _, _ = element(
                 param[i],
                 grad[i],
-                square_avg[i],
+                load(square_avg[i], f),
                 grad[i],
                 grad[i],
                 grad_scale,
@@ -174,6 +178,7 @@ def loop(
                 False,
                 False,
             )
+            param[i], square_avg[i] = p, store(v)
 
 
 ALGORITHM = Algorithm(NAME, STATE, RMSpropScalars, host_scalars, rmsprop_element, loop)

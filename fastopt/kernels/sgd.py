@@ -6,7 +6,7 @@ Kernel arguments: ``(param, grad, momentum_buffer, grad_scale, *SGDScalars)``.
 from typing import NamedTuple
 
 from ._algorithm import Algorithm, new_scalars
-from ._names import element, indices, load_scale  # noqa: F401  (bound per backend)
+from ._names import element, indices, load, load_scale, store  # noqa: F401  (bound)
 
 NAME = "sgd"
 STATE = ("momentum_buffer",)
@@ -90,10 +90,10 @@ def loop(
     one_minus_dampening = f(one_minus_dampening)
     if use_momentum:
         for i in indices(param.size):
-            param[i], momentum_buffer[i] = element(
+            p, buf = element(
                 param[i],
                 grad[i],
-                momentum_buffer[i],
+                load(momentum_buffer[i], f),
                 grad_scale,
                 lr,
                 weight_decay,
@@ -103,6 +103,7 @@ def loop(
                 first_step,
                 True,
             )
+            param[i], momentum_buffer[i] = p, store(buf)
     else:
         for i in indices(param.size):
             param[i], _ = element(

@@ -32,7 +32,7 @@ class Adagrad(Optimizer):
     weight_decay : float, default 0
     initial_accumulator_value : float, default 0
     eps : float, default 1e-10
-    maximize, param_groups, max_grad_norm, skip_nonfinite, device
+    maximize, param_groups, max_grad_norm, skip_nonfinite, device, state_precision
         As for :class:`fastopt.SGD`.
 
     Notes
@@ -65,6 +65,7 @@ class Adagrad(Optimizer):
         max_grad_norm: float | None = None,
         skip_nonfinite: bool = False,
         device: str = "auto",
+        state_precision: str = "full",
     ) -> None:
         self.lr_decay = check_nonnegative("lr_decay value", lr_decay)
         self.initial_accumulator_value = check_nonnegative(
@@ -87,6 +88,7 @@ class Adagrad(Optimizer):
             max_grad_norm=max_grad_norm,
             skip_nonfinite=skip_nonfinite,
             device=device,
+            state_precision=state_precision,
         )
 
     def _state_fill(self):

@@ -41,7 +41,7 @@ class Adam(Optimizer):
     decoupled_weight_decay : bool, default False
         Decay the parameters directly (AdamW) instead of adding an L2 term to the
         gradient.
-    maximize, param_groups, max_grad_norm, skip_nonfinite, device
+    maximize, param_groups, max_grad_norm, skip_nonfinite, device, state_precision
         As for :class:`fastopt.SGD`.
 
     Notes
@@ -92,6 +92,7 @@ class Adam(Optimizer):
         max_grad_norm: float | None = None,
         skip_nonfinite: bool = False,
         device: str = "auto",
+        state_precision: str = "full",
     ) -> None:
         self.betas = check_betas(betas)
         self.eps = check_nonnegative("epsilon value", eps)
@@ -114,6 +115,7 @@ class Adam(Optimizer):
             max_grad_norm=max_grad_norm,
             skip_nonfinite=skip_nonfinite,
             device=device,
+            state_precision=state_precision,
         )
 
     def _state_fill(self):
@@ -155,6 +157,7 @@ class AdamW(Adam):
         max_grad_norm: float | None = None,
         skip_nonfinite: bool = False,
         device: str = "auto",
+        state_precision: str = "full",
     ) -> None:
         super().__init__(
             params,
@@ -169,4 +172,5 @@ class AdamW(Adam):
             max_grad_norm=max_grad_norm,
             skip_nonfinite=skip_nonfinite,
             device=device,
+            state_precision=state_precision,
         )

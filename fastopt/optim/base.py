@@ -15,6 +15,7 @@ import numpy as np
 
 from .._validation import check_flag, check_lr, check_nonnegative, check_number
 from ..buffers import FlatParams
+from ..kernels import precision as state_storage
 from ..kernels._algorithm import Algorithm
 from . import checkpoint, sharding
 from .groups import ParamGroups, hyperparameters, resolve_groups
@@ -56,9 +57,12 @@ class Optimizer:
         max_grad_norm: float | None = None,
         skip_nonfinite: bool = False,
         device: str = "auto",
+        state_precision: str = "full",
     ) -> None:
+        self.state_precision = state_storage.check_precision(state_precision)
         self._params, self.param, self.backend = resolve_params(params, device)
         self.dtype = np.dtype(self.param.dtype)
+        self.state_dtype = state_storage.state_dtype(state_precision, self.dtype)
         self.maximize = check_flag("maximize", maximize)
         self.skip_nonfinite = check_flag("skip_nonfinite", skip_nonfinite)
         if max_grad_norm is not None:
@@ -73,10 +77,12 @@ class Optimizer:
         }
         self._groups = resolve_groups(self._params, self.param.size, default, param_groups)
         size = self.param.size
-        fills = self._state_fill().items()
-        self._state = OptimizerState(
-            0, {name: self.backend.full(size, fill, self.dtype) for name, fill in fills}
-        )
+        words = {
+            name: state_storage.fill_word(fill, state_precision, self.dtype)
+            for name, fill in self._state_fill().items()
+        }
+        buffers = {name: self.backend.full(size, w, self.state_dtype) for name, w in words.items()}
+        self._state = OptimizerState(0, buffers, state_precision, self.dtype, self.backend)
         self.skipped_steps = 0
         self.last_step_skipped = False
         self.last_lr = None
@@ -96,7 +102,7 @@ class Optimizer:
         self._lock = threading.Lock()
         self._reused_scalars = None
         self._plan = StepPlan(self.backend, self.algorithm, self._params, self.param,
-                              self._state, self._groups)  # fmt: skip
+                              self._state, self._groups, self.state_precision)  # fmt: skip
         self._plan.prepare(self._scalars(0.0, 0.0, 1))
         self.backend.follow_fork(self)
 
@@ -403,7 +409,7 @@ class Optimizer:
         """Drop the full-size state buffers (a wrapper keeps sharded copies); the optimizer
         keeps its parameter groups, but :meth:`step` and :meth:`state_dict` raise.
         """
-        self._state = OptimizerState(self._state.step, {})
+        self._state = self._state.rebuilt(self._state.step, {})
         self._released = True
         self._build()
 
@@ -440,6 +446,8 @@ class Optimizer:
         """
         lr = self._groups[self._lr_group()]["lr"]
         options = {"lr": lr, **self.defaults}
+        if self.state_precision != "full":
+            options["state_precision"] = self.state_precision
         if self.max_grad_norm is not None:
             options["max_grad_norm"] = self.max_grad_norm
         if self.skip_nonfinite:

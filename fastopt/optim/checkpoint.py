@@ -28,10 +28,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..kernels.precision import PRECISIONS, decode, encode
 from ..schedules._base import Schedule
 
 FIXED_KEYS = ("algorithm", "dtype", "size", "step", "skipped_steps", "group_bounds")
 HYPERPARAMETERS = "hyperparameters"
+PRECISION = "state_precision"
+OPTIONAL_KEYS = {HYPERPARAMETERS, PRECISION}
 VERSION = 1
 GROUP_VALUES = ("lr", "lr_scale", "weight_decay")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -63,6 +66,7 @@ def state_dict(optimizer):
         "skipped_steps": optimizer.skipped_steps,
         "group_bounds": np.array(group_bounds(optimizer.param_groups), np.int64),
         HYPERPARAMETERS: hyperparameters_entry(optimizer),
+        PRECISION: optimizer.state_precision,
     }
     for name, value in optimizer.state.items():
         if name != "step":
@@ -163,10 +167,17 @@ def checked_state(optimizer, state_dict, strict=True):
     size = optimizer.param.size
     buffers = list(optimizer.state.buffers)
     expected = {*FIXED_KEYS, *buffers}
-    if set(sd) - {HYPERPARAMETERS} != expected:
+    if set(sd) - OPTIONAL_KEYS != expected:
         raise ValueError(
             f"state_dict does not fit this {name}: expects keys "
-            f"{sorted(expected | {HYPERPARAMETERS})} but got {sorted(sd)}"
+            f"{sorted(expected | OPTIONAL_KEYS)} but got {sorted(sd)}"
+        )
+    saved_precision = str(np.asarray(sd.get(PRECISION, "full"))[()])
+    if saved_precision not in PRECISIONS:
+        raise ValueError(
+            f"state_dict has state_precision {saved_precision!r} (expected one of "
+            + ", ".join(repr(p) for p in PRECISIONS)
+            + ")"
         )
     dtype = str(np.asarray(sd["dtype"])[()])
     if dtype not in ("float32", "float64"):
@@ -192,14 +203,33 @@ def checked_state(optimizer, state_dict, strict=True):
     arrays = {}
     for buffer in buffers:
         value = np.asarray(sd[buffer])
-        if value.shape != (size,) or value.dtype.kind != "f":
+        kind = "u" if saved_precision == "bfloat16" else "f"
+        if (
+            value.shape != (size,)
+            or value.dtype.kind != kind
+            or (kind == "u" and value.dtype != np.uint16)
+        ):
+            what = "a uint16 array (bfloat16 state)" if kind == "u" else "a float array"
             raise ValueError(
-                f"state_dict[{buffer!r}] expects a float array of shape "
-                f"({size},) but got {value.dtype} {value.shape}"
+                f"state_dict[{buffer!r}] expects {what} of shape ({size},) but got "
+                f"{value.dtype} {value.shape}"
             )
         # converted here, so that a failing conversion raises before anything is copied
-        arrays[buffer] = value.astype(optimizer.dtype, copy=False)
+        arrays[buffer] = converted(value, saved_precision, optimizer)
     return CheckedState(step, skipped, arrays, schedule_states)
+
+
+def converted(value, saved_precision, optimizer):
+    """A saved state buffer in the optimizer's precision and dtype: the same precision is
+    copied as is (a resume is bit-exact); bfloat16 to full decodes exactly; full to
+    bfloat16 rounds to nearest even (from float64 through float32, as a store does).
+    """
+    precision = optimizer.state_precision
+    if saved_precision == precision:
+        return value.astype(optimizer.state_dtype, copy=False)
+    dtype = value.dtype if saved_precision == "full" else np.float32
+    values = decode(value, saved_precision, dtype)
+    return encode(values, precision, optimizer.dtype)
 
 
 def apply(optimizer, checked):

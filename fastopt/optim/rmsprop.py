@@ -37,7 +37,7 @@ class RMSprop(Optimizer):
     momentum : float, default 0
     centered : bool, default False
         Normalise by an estimate of the gradient's variance instead of its second moment.
-    maximize, param_groups, max_grad_norm, skip_nonfinite, device
+    maximize, param_groups, max_grad_norm, skip_nonfinite, device, state_precision
         As for :class:`fastopt.SGD`.
 
     Notes
@@ -73,6 +73,7 @@ class RMSprop(Optimizer):
         max_grad_norm: float | None = None,
         skip_nonfinite: bool = False,
         device: str = "auto",
+        state_precision: str = "full",
     ) -> None:
         self.alpha = check_number("alpha value", alpha, "0 <= alpha <= 1", lambda v: 0 <= v <= 1)
         self.eps = check_nonnegative("epsilon value", eps)
@@ -95,6 +96,7 @@ class RMSprop(Optimizer):
             max_grad_norm=max_grad_norm,
             skip_nonfinite=skip_nonfinite,
             device=device,
+            state_precision=state_precision,
         )
 
     def _state_fill(self):

@@ -63,6 +63,12 @@ class SGD(Optimizer):
         array (numba.cuda, CuPy, a detached torch CUDA tensor: anything with
         ``__cuda_array_interface__``) is updated in place by CUDA kernels, zero-copy;
         ``step(grad)`` then needs a device gradient. Needs the ``fastopt[cuda]`` extra.
+    state_precision : {"full", "bfloat16"}, default "full"
+        How the state buffers are stored. "full": in the parameter dtype, bit-equal to
+        torch. "bfloat16": as 16-bit words (``uint16`` arrays of bfloat16 bit patterns,
+        half the memory of float32), rounded to nearest even on every store; the
+        arithmetic still runs in the parameter dtype. ``opt.state.decoded(name)`` gives
+        a buffer's values. See ``docs/low-precision.md`` for the numerics contract.
 
     Notes
     -----
@@ -99,6 +105,7 @@ class SGD(Optimizer):
         max_grad_norm: float | None = None,
         skip_nonfinite: bool = False,
         device: str = "auto",
+        state_precision: str = "full",
     ) -> None:
         self.momentum = check_nonnegative("momentum value", momentum)
         self.dampening = check_number(
@@ -126,6 +133,7 @@ class SGD(Optimizer):
             max_grad_norm=max_grad_norm,
             skip_nonfinite=skip_nonfinite,
             device=device,
+            state_precision=state_precision,
         )
 
     def _state_fill(self):

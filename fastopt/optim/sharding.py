@@ -1,7 +1,6 @@
 """Sharding: the same optimizer over a contiguous slice of its parameters (ZeRO-1)."""
 
 from .groups import shard_groups
-from .state import OptimizerState
 
 
 def shard(optimizer, start, stop):
@@ -16,7 +15,7 @@ def shard(optimizer, start, stop):
     twin._params = twin.param = optimizer.param[start:stop]
     twin._groups, twin.group_sources = shard_groups(optimizer.param_groups, start, stop)
     state = optimizer.state
-    twin._state = OptimizerState(
+    twin._state = state.rebuilt(
         state.step, {name: value[start:stop].copy() for name, value in state.buffers.items()}
     )
     twin._build()

@@ -2,6 +2,8 @@
 
 from collections.abc import Mapping
 
+from ..kernels.precision import decode
+
 
 class OptimizerState(Mapping):
     """The state of an optimizer: ``state["step"]`` (updates applied) and one flat buffer
@@ -11,13 +13,29 @@ class OptimizerState(Mapping):
     bound here would be ignored by the update and then saved or loaded in its place.
     Write into a buffer (``opt.state["exp_avg"][:] = values``) or restore a whole state
     with :meth:`fastopt.Optimizer.load_state_dict`.
+
+    With ``state_precision="bfloat16"`` a buffer is a ``uint16`` array of bfloat16 bit
+    patterns; :meth:`decoded` gives its values as a float array of the parameter dtype.
     """
 
-    __slots__ = ("buffers", "step")
+    __slots__ = ("buffers", "step", "precision", "dtype", "backend")
 
-    def __init__(self, step, buffers):
+    def __init__(self, step, buffers, precision="full", dtype=None, backend=None):
         self.step = step
         self.buffers = dict(buffers)
+        self.precision, self.dtype, self.backend = precision, dtype, backend
+
+    def decoded(self, key):
+        """The values of state buffer ``key`` as a new host float array of the parameter
+        dtype (exact: a bfloat16 word is the upper half of a float32).
+        """
+        buffer = self.buffers[key]
+        host = buffer if self.backend is None else self.backend.to_host(buffer)
+        return decode(host, self.precision, self.dtype or host.dtype)
+
+    def rebuilt(self, step, buffers):
+        """A state of the same precision with other buffers."""
+        return OptimizerState(step, buffers, self.precision, self.dtype, self.backend)
 
     def __getitem__(self, key):
         if key == "step":
@@ -48,4 +66,5 @@ class OptimizerState(Mapping):
         raise TypeError(f"opt.state[{key!r}] cannot be removed")
 
     def __repr__(self):
-        return f"OptimizerState(step={self.step}, buffers={sorted(self.buffers)})"
+        shown = "" if self.precision == "full" else f", precision={self.precision!r}"
+        return f"OptimizerState(step={self.step}, buffers={sorted(self.buffers)}{shown})"

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from ..buffers import FlatParams
 from ..kernels.clipping import clipped_scale
+from ..kernels.precision import state_dtype
 
 
 class Segment(NamedTuple):
@@ -25,17 +26,17 @@ class StepPlan:
     view), state and groups; rebuilt whenever those are replaced (a shard, a copy).
     """
 
-    def __init__(self, backend, algorithm, params, param, state, groups):
+    def __init__(self, backend, algorithm, params, param, state, groups, precision="full"):
         grad_buffer = params.grad if isinstance(params, FlatParams) else None
         grad_shape = (param.size,) if grad_buffer is not None else backend.layout(params)[0]
         owner = params.data if isinstance(params, FlatParams) else params
         self.backend, self.size, self.dtype = backend, param.size, param.dtype
-        empty = backend.empty(0, param.dtype)
-        arrays = [state.get(name, empty) for name in algorithm.state]
+        self.state_empty = backend.empty(0, state_dtype(precision, param.dtype))
+        arrays = [state.get(name, self.state_empty) for name in algorithm.state]
         slices = [slice(g["start"], g["stop"]) for g in groups]
         self.segments = [
             Segment(
-                backend.update_kernel(algorithm, s.stop - s.start),
+                backend.update_kernel(algorithm, s.stop - s.start, precision),
                 param[s],
                 None if grad_buffer is None else grad_buffer[s],
                 tuple(a[s] if a.size else a for a in arrays),
@@ -59,8 +60,9 @@ class StepPlan:
         """
         empty = self.backend.empty(0, self.dtype)
         grad_scale = self.backend.grad_scale(1.0)
+        state = self.state_empty
         for segment in self.segments:
-            segment.kernel(empty, empty, *(empty for _ in segment.state), grad_scale, *scalars)
+            segment.kernel(empty, empty, *(state for _ in segment.state), grad_scale, *scalars)
         self.gradient_views.prepare()
         if self.single:
             self.update_single.prepare(scalars)

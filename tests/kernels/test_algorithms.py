@@ -43,7 +43,7 @@ def test_host_kernels_take_param_grad_state_grad_scale_then_the_named_scalars(na
     algorithm = ALGORITHMS[name]
     assert len(STATE_PARAMETERS[name]) == len(algorithm.state)
     assert parameters(algorithm.loop) == kernel_order(algorithm)
-    for compiled in host.KERNELS[name]:
+    for compiled in host.KERNELS[name, "full"]:
         assert parameters(compiled.py_func) == kernel_order(algorithm)
     # grad_scale comes right after the state, wherever the state ends
     assert parameters(algorithm.loop).index("grad_scale") == 2 + len(algorithm.state)
@@ -51,8 +51,8 @@ def test_host_kernels_take_param_grad_state_grad_scale_then_the_named_scalars(na
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_cuda_and_host_kernels_have_the_same_parameter_names(name, cuda_kernels):
-    cuda_kernel = cuda_kernels.KERNELS[name]
-    for compiled in host.KERNELS[name]:
+    cuda_kernel = cuda_kernels.KERNELS[name, "full"]
+    for compiled in host.KERNELS[name, "full"]:
         assert parameters(cuda_kernel.py_func) == parameters(compiled.py_func)
 
 
@@ -105,7 +105,7 @@ def test_the_loop_runs_as_plain_python_like_the_compiled_kernel(name, rng):
     opt = cls(param.copy(), lr=0.01)
     scalars = opt._scalars(0.01, 0.1, 2)
     python_loop = bind(algorithm.loop, f"{name}_python", element=algorithm.element)
-    compiled = host.KERNELS[name][0]
+    compiled = host.KERNELS[name, "full"][0]
     results = []
     for run in (python_loop, compiled):
         p, s = param.copy(), [a.copy() for a in state]

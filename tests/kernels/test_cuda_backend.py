@@ -31,16 +31,17 @@ def test_simulator_suite_passes(cuda_kernels):
     assert " passed" in summary and "skipped" not in summary and "failed" not in summary, summary
 
 
-def ptx_signatures(dtype):
-    from numba import boolean, float64, int64
+def ptx_signatures(dtype, precision="full"):
+    from numba import boolean, float64, int64, uint16
     from numba.np.numpy_support import from_dtype
 
     a, scale, f = from_dtype(np.dtype(dtype))[::1], float64[::1], float64
+    s = a if precision == "full" else uint16[::1]
     return {
-        "sgd": (a, a, a, scale, f, f, f, f, boolean, boolean),
-        "adagrad": (a, a, a, scale, f, f, f),
-        "rmsprop": (a, a, a, a, a, scale, f, f, f, f, f, f, boolean),
-        "adam": (a, a, a, a, a, scale, f, f, f, f, f, f, f, f, boolean),
+        "sgd": (a, a, s, scale, f, f, f, f, boolean, boolean),
+        "adagrad": (a, a, s, scale, f, f, f),
+        "rmsprop": (a, a, s, s, s, scale, f, f, f, f, f, f, boolean),
+        "adam": (a, a, s, s, s, scale, f, f, f, f, f, f, f, f, boolean),
         "block_sumsq": (a, float64[::1]),
         "finish_sumsq": (float64[::1], float64[::1], float64[::1], f, f, f, boolean),
         "flag_nonfinite": (a, int64[::1]),
@@ -61,13 +62,33 @@ def test_every_kernel_compiles_to_ptx(cuda_kernels, dtype, cc):
 
     suffix = "f32" if dtype == np.float32 else "f64"
     for name, signature in ptx_signatures(dtype).items():
-        compiled = cuda_kernels.KERNELS.get(name) or getattr(cuda_kernels, name)
+        compiled = cuda_kernels.KERNELS.get((name, "full")) or getattr(cuda_kernels, name)
         ptx, _ = cuda.compile_ptx(compiled.py_func, signature, cc=cc)
         assert f".target sm_{cc[0]}{cc[1]}" in ptx, name
         assert ".approx" not in ptx and "div.full" not in ptx, f"{name}: inexact math"
         if name in UPDATE_KERNELS:
             assert f"ld.global.{suffix}" in ptx and f"st.global.{suffix}" in ptx, name
         if name in ("adagrad", "rmsprop", "adam"):  # IEEE-rounded, as on the CPU
+            assert f"div.rn.{suffix}" in ptx and f"sqrt.rn.{suffix}" in ptx, name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bfloat16_kernels_compile_to_ptx(cuda_kernels, dtype):
+    """The bfloat16-state kernels: 16-bit state loads and stores, float arithmetic, IEEE
+    division and square root, and no conversion instruction that would round the state
+    differently from the bit operations (``cvt.rn.bf16``).
+    """
+    from numba import cuda
+
+    suffix = "f32" if dtype == np.float32 else "f64"
+    for name in UPDATE_KERNELS:
+        signature = ptx_signatures(dtype, "bfloat16")[name]
+        compiled = cuda_kernels.KERNELS[name, "bfloat16"]
+        ptx, _ = cuda.compile_ptx(compiled.py_func, signature, cc=(8, 0))
+        assert "ld.global.u16" in ptx and "st.global.u16" in ptx, name
+        assert f"ld.global.{suffix}" in ptx and f"st.global.{suffix}" in ptx, name
+        assert ".approx" not in ptx and "bf16" not in ptx, name
+        if name != "sgd":
             assert f"div.rn.{suffix}" in ptx and f"sqrt.rn.{suffix}" in ptx, name
 
 
@@ -210,4 +231,4 @@ def test_small_grids_are_configured_without_a_low_occupancy_warning(cuda_kernels
             cuda_kernels.block_sumsq[1, 8]
         cuda_kernels.configure(cuda_kernels.block_sumsq, (1, 8))
         monkeypatch.setattr(cuda_kernels, "MAX_BLOCKS", 3)  # no device to ask here
-        cuda_kernels.launcher(cuda_kernels.KERNELS["adam"], 10)
+        cuda_kernels.launcher(cuda_kernels.KERNELS["adam", "full"], 10)

@@ -156,7 +156,7 @@ def test_bad_gradient_changes_nothing(name, options, dtype, rng):
         with pytest.raises(error, match=message):
             opt.step(grad)
         assert_unchanged(opt, params, before)
-    serial, parallel = host.KERNELS[opt.algorithm.name]
+    serial, parallel = host.KERNELS[opt.algorithm.name, "full"]
     assert len(serial.signatures) == len({np.dtype(s[0].dtype.name) for s in serial.signatures})
 
 
