@@ -11,6 +11,7 @@ from ._threading import get_num_threads, set_num_threads  # noqa: E402
 from .buffers import FlatParams  # noqa: E402
 from .checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from .cli import datasets  # noqa: E402
+from .kernels.precision import from_bfloat16, to_bfloat16  # noqa: E402
 from .lr import (  # noqa: E402
     CostEvent,
     CostIncreaseError,
@@ -61,4 +62,6 @@ __all__ = [
     "NonFiniteCostError",
     "get_num_threads",
     "set_num_threads",
+    "to_bfloat16",
+    "from_bfloat16",
 ]

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .kernels import blockwise
 from .optim import checkpoint
 from .optim.base import Optimizer
+from .optim.state import ABSMAX, decoded
 
 if TYPE_CHECKING:
     from mpi4py import MPI
@@ -100,7 +102,20 @@ class DataParallel:
         self._full_groups = [[g["start"], g["stop"]] for g in optimizer.param_groups]
         self._grad_buffer = optimizer.grad_buffer
         if self.zero:
-            counts, starts = shard_bounds(param.size, self.size)
+            bounds = optimizer.state.bounds
+            if optimizer.state_precision == "8bit":  # shards own whole 8-bit blocks
+                counts, starts = blockwise.aligned_cuts(bounds, param.size, self.size)
+                if min(counts) == 0:
+                    raise ValueError(
+                        f"ZeRO-1 with 8-bit state needs at least one block of "
+                        f"{blockwise.BLOCK} elements per rank: {param.size} parameters on "
+                        f"{self.size} ranks"
+                    )
+                edges = [blockwise.block_index(bounds, p) for p in (*starts, param.size)]
+                self._block_counts = [b - a for a, b in zip(edges, edges[1:])]
+                self._block_starts = edges[:-1]
+            else:
+                counts, starts = shard_bounds(param.size, self.size)
             self._counts, self._starts = counts, starts
             start, stop = starts[self.rank], starts[self.rank] + counts[self.rank]
             self.optimizer = optimizer.shard(start, stop)
@@ -113,6 +128,10 @@ class DataParallel:
 
             self._mpi_type = from_numpy_dtype(param.dtype)
             self._mpi_state_type = from_numpy_dtype(optimizer.state_dtype)
+            self._block_slice = None
+            if optimizer.state_precision == "8bit":
+                first = self._block_starts[self.rank]
+                self._block_slice = slice(first, first + self._block_counts[self.rank])
         else:
             self.optimizer = optimizer
 
@@ -198,13 +217,16 @@ class DataParallel:
             return local
         full = dict(local, size=self.full_size, group_bounds=np.array(self._full_groups, np.int64))
         full[checkpoint.HYPERPARAMETERS] = checkpoint.hyperparameters_entry(self._wrapped)
-        for name in self.optimizer.state:
-            if name == "step":
-                continue
-            gathered = np.empty(self.full_size, self.optimizer.state_dtype)
-            self.comm.Allgatherv(
-                local[name], [gathered, self._counts, self._starts, self._mpi_state_type]
-            )
+        for name in self.optimizer.state.buffers:
+            if name.endswith(ABSMAX):  # per-block scales of an 8-bit state
+                counts, starts = self._block_counts, self._block_starts
+                total = sum(counts)
+                dtype, mpi_type = self.param.dtype, self._mpi_type
+            else:
+                total, counts, starts = self.full_size, self._counts, self._starts
+                dtype, mpi_type = self.optimizer.state_dtype, self._mpi_state_type
+            gathered = np.empty(total, dtype)
+            self.comm.Allgatherv(local[name], [gathered, counts, starts, mpi_type])
             full[name] = gathered
         return full
 
@@ -227,6 +249,18 @@ class DataParallel:
                 f"has {self._full_groups}"
             )
         s = self._slice
+        names = self.optimizer.state.names()
+        saved_8bit = str(np.asarray(sd.get("state_precision", "full"))[()]) == "8bit"
+        if saved_8bit and self._block_slice is None:
+            # this run's shards need not fall on 8-bit blocks: decode the whole state first
+            bounds = [tuple(b) for b in self._full_groups]
+            for name in names:
+                entries = {k: np.asarray(sd[k]) for k in (name, name + ABSMAX) if k in sd}
+                if len(entries) == 2 and entries[name].shape == (self.full_size,):
+                    sd[name] = decoded(name, entries, "8bit", self.param.dtype, bounds)
+                    del sd[name + ABSMAX]
+            sd["state_precision"] = "full"
+            saved_8bit = False
         shard = dict(
             sd,
             size=s.stop - s.start,
@@ -234,13 +268,16 @@ class DataParallel:
                 [[g["start"], g["stop"]] for g in self.optimizer.param_groups], np.int64
             ),
         )
-        for name in self.optimizer.state:
-            if name != "step" and name in sd:
-                value = np.asarray(sd[name])
-                if value.shape != (self.full_size,):
+        for name in names:
+            for key in (name, name + ABSMAX) if saved_8bit else (name,):
+                if key not in sd:
+                    continue  # reported by the optimizer's own checks
+                value = np.asarray(sd[key])
+                scales = key.endswith(ABSMAX)
+                expected = sum(self._block_counts) if scales else self.full_size
+                if value.shape != (expected,):
                     raise ValueError(
-                        f"state_dict[{name!r}] expects shape ({self.full_size},) "
-                        f"but got {value.shape}"
+                        f"state_dict[{key!r}] expects shape ({expected},) but got {value.shape}"
                     )
-                shard[name] = value[s]
+                shard[key] = value[self._block_slice if scales else s]
         self.optimizer.load_state_dict(shard, strict=strict)

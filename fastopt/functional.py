@@ -6,6 +6,15 @@ the same fused kernel as the classes, in place. ``step`` is the number of the up
 applied (1 for the first). All arrays must be C-contiguous, of the same dtype (float32 or
 float64) and the same shape; state arrays must be writeable and must not overlap ``param``.
 
+Compact state: with ``state_precision="bfloat16"`` every state array is a ``uint16`` array
+of bfloat16 words (the upper half of a float32, as :func:`fastopt.to_bfloat16` makes them;
+:func:`fastopt.from_bfloat16` reads them back), of the shape of ``param``. The update is the
+one of an optimizer class built with the same ``state_precision``: the arithmetic runs in
+the parameter dtype, ``param`` is updated with the unrounded new state, and each new state
+value is stored rounded to nearest even. ``"full"`` (the default) keeps state in the
+parameter dtype. Blockwise ``"8bit"`` state needs per-block scales this layer does not
+take: use the optimizer classes for it.
+
 On the GPU: when ``param`` is a device array (numba.cuda, CuPy, a detached torch CUDA
 tensor), every array must be one, and the same CUDA kernel as the optimizer classes runs.
 """
@@ -19,15 +28,48 @@ import numpy as np
 
 from ._validation import check_betas, check_flag, check_lr, check_nonnegative, check_number
 from .kernels import adagrad, adam, backend, rmsprop, sgd
+from .kernels.precision import check_precision, state_dtype
+
+FUNCTIONAL_PRECISIONS = ("full", "bfloat16")
+"""The ``state_precision`` values the functional layer takes (one array per state)."""
 
 
-def _prepare(param, grad, *, unused=(), **state):
-    """``(backend, flat views)`` after the checks; a state named in ``unused`` (off for
-    these options) becomes an empty array, every other state must be given.
+def _precision(value):
+    """A checked ``state_precision`` the functional layer can run."""
+    precision = check_precision(value)
+    if precision not in FUNCTIONAL_PRECISIONS:
+        raise ValueError(
+            f"state_precision={precision!r} is not supported by fastopt.functional (expected "
+            + " or ".join(repr(p) for p in FUNCTIONAL_PRECISIONS)
+            + "): its blockwise state needs per-block scales; use the optimizer classes"
+        )
+    return precision
+
+
+def _check_state_dtype(name, actual, precision, expected):
+    """A TypeError naming a state array whose dtype ``actual`` does not fit ``precision``."""
+    if actual == expected:
+        return
+    if precision == "bfloat16":
+        raise TypeError(
+            f"{name} must hold bfloat16 words with state_precision='bfloat16': expects "
+            f"{expected} but got {actual} (fastopt.to_bfloat16 converts float values)"
+        )
+    hint = " (bfloat16 words? pass state_precision='bfloat16')" if actual == np.uint16 else ""
+    raise TypeError(
+        f"{name} must have the dtype of param: expects {expected} but got {actual}{hint}"
+    )
+
+
+def _prepare(param, grad, *, precision="full", unused=(), **state):
+    """``(backend, flat views, precision)`` after the checks; a state named in ``unused``
+    (off for these options) becomes an empty array, every other state must be given, with
+    the dtype of ``precision`` (:func:`fastopt.kernels.precision.state_dtype`).
     """
     where = backend.of(param) or backend.host_backend()
     arrays = [where.check_buffer("param", param)]
     shape, dtype = where.layout(param)[:2]
+    expected = state_dtype(precision, dtype)
     arrays.append(where.check_like("grad", grad, shape, dtype, "param"))
     if where.overlaps(grad, param):
         raise ValueError(
@@ -37,11 +79,13 @@ def _prepare(param, grad, *, unused=(), **state):
     given = {"param": param, "grad": grad}
     for name, array in state.items():
         if name in unused:
-            arrays.append(where.empty(0, dtype))
+            arrays.append(where.empty(0, expected))
             continue
         if array is None:
             raise ValueError(f"{name} is required (got None)")
-        flat = where.check_like(name, array, shape, dtype, "param")
+        if where.owns(array) and tuple(where.layout(array)[0]) == tuple(shape):
+            _check_state_dtype(name, np.dtype(where.layout(array)[1]), precision, expected)
+        flat = where.check_like(name, array, shape, expected, "param")
         if not where.layout(array)[3]:
             raise ValueError(f"{name} must be writeable, but the array is read-only")
         for other, value in given.items():
@@ -49,7 +93,7 @@ def _prepare(param, grad, *, unused=(), **state):
                 raise ValueError(f"{name} must not share memory with {other}")
         given[name] = array
         arrays.append(flat)
-    return where, arrays
+    return where, arrays, precision
 
 
 def _check_step(step):
@@ -62,9 +106,9 @@ def _check_step(step):
 
 def _run(algorithm, prepared, maximize, scalars):
     """Run ``algorithm``'s kernel for the prepared arrays (without clipping)."""
-    where, arrays = prepared
+    where, arrays, precision = prepared
     grad_scale = where.grad_scale(-1.0 if check_flag("maximize", maximize) else 1.0)
-    where.update_kernel(algorithm, arrays[0].size)(*arrays, grad_scale, *scalars)
+    where.update_kernel(algorithm, arrays[0].size, precision)(*arrays, grad_scale, *scalars)
 
 
 def _lr(lr):
@@ -88,10 +132,13 @@ def sgd_(
     nesterov: bool = False,
     maximize: bool = False,
     first_step: bool = False,
+    state_precision: str = "full",
 ) -> None:
     """One SGD update in place (see :class:`fastopt.SGD`); ``first_step`` copies the
-    gradient into ``momentum_buffer`` as torch does on the first update.
+    gradient into ``momentum_buffer`` as torch does on the first update. With
+    ``state_precision="bfloat16"``, ``momentum_buffer`` holds bfloat16 words (``uint16``).
     """
+    precision = _precision(state_precision)
     lr = _lr(lr)
     momentum = check_nonnegative("momentum value", momentum)
     dampening = check_number(
@@ -105,6 +152,7 @@ def sgd_(
     prepared = _prepare(
         param,
         grad,
+        precision=precision,
         momentum_buffer=momentum_buffer,
         unused=() if momentum != 0 else ("momentum_buffer",),
     )
@@ -134,14 +182,18 @@ def adagrad_(
     weight_decay: float = 0,
     eps: float = 1e-10,
     maximize: bool = False,
+    state_precision: str = "full",
 ) -> None:
-    """One Adagrad update in place (see :class:`fastopt.Adagrad`)."""
+    """One Adagrad update in place (see :class:`fastopt.Adagrad`); with
+    ``state_precision="bfloat16"``, ``state_sum`` holds bfloat16 words (``uint16``).
+    """
+    precision = _precision(state_precision)
     step = _check_step(step)
     lr = _lr(lr)
     lr_decay = check_nonnegative("lr_decay value", lr_decay)
     weight_decay = check_nonnegative("weight_decay value", weight_decay)
     eps = check_nonnegative("epsilon value", eps)
-    prepared = _prepare(param, grad, state_sum=state_sum)
+    prepared = _prepare(param, grad, precision=precision, state_sum=state_sum)
     _run(
         adagrad.ALGORITHM,
         prepared,
@@ -166,8 +218,12 @@ def rmsprop_(
     momentum: float = 0,
     centered: bool = False,
     maximize: bool = False,
+    state_precision: str = "full",
 ) -> None:
-    """One RMSprop update in place (see :class:`fastopt.RMSprop`)."""
+    """One RMSprop update in place (see :class:`fastopt.RMSprop`); with
+    ``state_precision="bfloat16"`` every state array holds bfloat16 words (``uint16``).
+    """
+    precision = _precision(state_precision)
     lr = _lr(lr)
     alpha = check_number("alpha value", alpha, "0 <= alpha <= 1", lambda v: 0 <= v <= 1)
     eps = check_nonnegative("epsilon value", eps)
@@ -178,6 +234,7 @@ def rmsprop_(
     prepared = _prepare(
         param,
         grad,
+        precision=precision,
         square_avg=square_avg,
         grad_avg=grad_avg,
         momentum_buffer=momentum_buffer,
@@ -213,8 +270,12 @@ def adam_(
     amsgrad: bool = False,
     maximize: bool = False,
     decoupled_weight_decay: bool = False,
+    state_precision: str = "full",
 ) -> None:
-    """One Adam/AdamW update in place (see :class:`fastopt.Adam`)."""
+    """One Adam/AdamW update in place (see :class:`fastopt.Adam`); with
+    ``state_precision="bfloat16"`` every state array holds bfloat16 words (``uint16``).
+    """
+    precision = _precision(state_precision)
     step = _check_step(step)
     lr = _lr(lr)
     betas = check_betas(betas)
@@ -225,6 +286,7 @@ def adam_(
     prepared = _prepare(
         param,
         grad,
+        precision=precision,
         exp_avg=exp_avg,
         exp_avg_sq=exp_avg_sq,
         max_exp_avg_sq=max_exp_avg_sq,

@@ -5,6 +5,7 @@ import pytest
 
 import fastopt
 from fastopt import functional as F
+from fastopt.kernels.precision import PRECISIONS
 
 
 def test_adam_matches_the_class(rng):
@@ -121,3 +122,125 @@ def test_required_state_and_aliasing_are_checked(rng):
     with pytest.raises(ValueError, match=r"exp_avg must not share memory with param"):
         F.adam_(p, g, p, v, step=1)
     assert p.tobytes() == before.tobytes() and not m.any() and not v.any()
+
+
+# -- bfloat16 state ---------------------------------------------------------------------------
+
+BF16_CALLS = [
+    (
+        lambda p, g, s, t, sp: F.adam_(
+            p,
+            g,
+            s["exp_avg"],
+            s["exp_avg_sq"],
+            s["max_exp_avg_sq"],
+            step=t,
+            lr=0.01,
+            amsgrad=True,
+            weight_decay=0.1,
+            decoupled_weight_decay=True,
+            state_precision=sp,
+        ),
+        lambda p, sp: fastopt.AdamW(p, lr=0.01, amsgrad=True, weight_decay=0.1, state_precision=sp),
+    ),
+    (
+        lambda p, g, s, t, sp: F.sgd_(
+            p,
+            g,
+            s["momentum_buffer"],
+            lr=0.1,
+            momentum=0.9,
+            nesterov=True,
+            first_step=t == 1,
+            state_precision=sp,
+        ),
+        lambda p, sp: fastopt.SGD(p, lr=0.1, momentum=0.9, nesterov=True, state_precision=sp),
+    ),
+    (
+        lambda p, g, s, t, sp: F.adagrad_(
+            p, g, s["sum"], step=t, lr=0.1, lr_decay=0.1, state_precision=sp
+        ),
+        lambda p, sp: fastopt.Adagrad(p, lr=0.1, lr_decay=0.1, state_precision=sp),
+    ),
+    (
+        lambda p, g, s, t, sp: F.rmsprop_(
+            p,
+            g,
+            s["square_avg"],
+            s["grad_avg"],
+            s["momentum_buffer"],
+            lr=0.01,
+            centered=True,
+            momentum=0.5,
+            maximize=True,
+            state_precision=sp,
+        ),
+        lambda p, sp: fastopt.RMSprop(
+            p, lr=0.01, centered=True, momentum=0.5, maximize=True, state_precision=sp
+        ),
+    ),
+]
+BF16_IDS = ["adamw", "sgd", "adagrad", "rmsprop"]
+
+
+@pytest.mark.parametrize("size", [333, 20_000])  # the serial and the threaded kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("call, make_opt", BF16_CALLS, ids=BF16_IDS)
+def test_bfloat16_functional_updates_match_the_classes(call, make_opt, dtype, size, rng):
+    p0 = rng.standard_normal(size).astype(dtype)
+    p1, p2 = p0.copy(), p0.copy()
+    opt = make_opt(p1, "bfloat16")
+    state = {k: v.copy() for k, v in opt.state.items() if k != "step"}
+    assert all(v.dtype == np.uint16 for v in state.values())
+    grads = rng.standard_normal((6, size)).astype(dtype)
+    for step, g in enumerate(grads, start=1):
+        opt.step(g)
+        call(p2, g, state, step, "bfloat16")
+    assert p1.tobytes() == p2.tobytes()
+    for key, value in state.items():
+        assert value.tobytes() == opt.state[key].tobytes(), key
+    # not vacuous: full-precision state gives other params
+    p3 = p0.copy()
+    full = {k: np.zeros_like(p0) for k in state}
+    for step, g in enumerate(grads, start=1):
+        call(p3, g, full, step, "full")
+    assert p3.tobytes() != p2.tobytes()
+
+
+def test_bfloat16_state_dtype_is_checked_before_touching_anything(rng):
+    p = rng.standard_normal(10).astype(np.float32)
+    g = rng.standard_normal(10).astype(np.float32)
+    m, v = np.zeros(10, np.uint16), np.zeros(10, np.uint16)
+    before = p.copy()
+    with pytest.raises(
+        TypeError,
+        match=r"exp_avg_sq must hold bfloat16 words with state_precision='bfloat16': "
+        r"expects uint16 but got float32",
+    ):
+        F.adam_(p, g, m, v.astype(np.float32), step=1, state_precision="bfloat16")
+    with pytest.raises(TypeError, match=r"state_sum must hold bfloat16 words.*but got float64"):
+        F.adagrad_(p, g, np.zeros(10), step=1, state_precision="bfloat16")
+    with pytest.raises(
+        TypeError,
+        match=r"exp_avg must have the dtype of param: expects float32 but got uint16 "
+        r"\(bfloat16 words\? pass state_precision='bfloat16'\)",
+    ):
+        F.adam_(p, g, m, v, step=1)
+    with pytest.raises(
+        ValueError, match=r"exp_avg must have the shape of param: expects \(10,\) but got \(9,\)"
+    ):
+        F.adam_(p, g, m[:9], v, step=1, state_precision="bfloat16")
+    with pytest.raises(ValueError, match=r"Invalid state_precision: 'fp8' \(expected one of"):
+        F.sgd_(p, g, m, momentum=0.9, state_precision="fp8")
+    with pytest.raises(ValueError, match=r"Invalid state_precision: None"):
+        F.rmsprop_(p, g, v, state_precision=None)
+    assert p.tobytes() == before.tobytes() and not m.any() and not v.any()
+
+
+def test_blockwise_precision_is_refused_by_the_functional_layer(rng):
+    if "8bit" not in PRECISIONS:
+        pytest.skip("no blockwise state_precision")
+    p = rng.standard_normal(10).astype(np.float32)
+    m = np.zeros(10, np.uint8)
+    with pytest.raises(ValueError, match=r"state_precision='8bit' is not supported by fastopt"):
+        F.adagrad_(p, np.ones(10, np.float32), m, step=1, state_precision="8bit")

@@ -154,6 +154,9 @@ class Backend(Protocol):
 
     def grad_norm(self, size: int) -> GradNorm: ...
 
+    def block_workspace(self, states: int, dtype: np.dtype) -> Any:
+        """The workspace argument of the 8-bit kernels (:mod:`fastopt.kernels.blockwise`)."""
+
 
 def check_device(device):
     if not isinstance(device, str) or device not in DEVICES:

@@ -27,10 +27,10 @@ from .. import _config
 from .._config import REDUCTION_BLOCK
 from .._jit import bind, element, kernel, reduction, serial_and_parallel
 from .._validation import check_buffer, check_like
-from . import ALGORITHMS
+from . import ALGORITHMS, blockwise
 from .backend import checked_then_update
 from .clipping import clipped_scale
-from .precision import LOAD_STORE, PRECISIONS, numpy_bits_float, numpy_float_bits
+from .precision import LOAD_STORE, numpy_bits_float, numpy_float_bits
 
 
 @kernel
@@ -61,11 +61,49 @@ def _compile(algorithm, precision):
     )
 
 
-KERNELS = {
-    (name, precision): _compile(algorithm, precision)
-    for name, algorithm in ALGORITHMS.items()
-    for precision in PRECISIONS
-}
+def _block_codes():
+    casts = {"float_bits": element(numpy_float_bits), "bits_float": element(numpy_bits_float)}
+    codes = {
+        fn.__name__: element(bind(fn, f"{fn.__name__}_host", **casts))
+        for fn in (blockwise.decode_signed, blockwise.decode_unsigned,
+                   blockwise.encode_signed, blockwise.encode_unsigned)
+    }  # fmt: skip
+    return (
+        element(bind(blockwise.dequantize_block, "dequantize_block_host", **codes)),
+        element(bind(blockwise.quantize_block, "quantize_block_host", **codes, **casts)),
+    )
+
+
+def _compile_blockwise(algorithm, serial_update, codes):
+    """The 8-bit kernels: :mod:`fastopt.kernels.blockwise`'s driver around the algorithm's
+    full-precision serial loop.
+    """
+    dequantize, quantize = codes
+    signed = {
+        f"SIGNED{k}": name not in blockwise.UNSIGNED_STATE for k, name in enumerate(algorithm.state)
+    }
+    return serial_and_parallel(
+        blockwise.DRIVERS[len(algorithm.state)],
+        f"{algorithm.name}_8bit",
+        update=serial_update,
+        dequantize=dequantize,
+        quantize=quantize,
+        prange=prange,
+        **signed,
+    )
+
+
+def _compile_all():
+    kernels = {}
+    codes = _block_codes()
+    for name, algorithm in ALGORITHMS.items():
+        for precision in LOAD_STORE:
+            kernels[name, precision] = _compile(algorithm, precision)
+        kernels[name, "8bit"] = _compile_blockwise(algorithm, kernels[name, "full"][0], codes)
+    return kernels
+
+
+KERNELS = _compile_all()
 """(algorithm name, state precision) -> (serial, threaded) compiled loop."""
 
 
@@ -213,10 +251,10 @@ class HostGradientViews:
             if hazard:
                 raise_hazard(hazard)
 
+        empty_state = tuple(a[:0] if a.ndim == 1 else a for a in state)
         update.prepare = lambda scalars: checked(
-            owner, layout, param[:0], np.empty(0, dtype), tuple(a[:0] for a in state), 0.0,
-            tuple(scalars),
-        )  # fmt: skip
+            owner, layout, param[:0], np.empty(0, dtype), empty_state, 0.0, tuple(scalars)
+        )
         return update
 
 
@@ -366,6 +404,12 @@ class HostBackend:
 
     def grad_norm(self, size):
         return HostGradNorm(size)
+
+    def block_workspace(self, states, dtype):
+        """Per-thread rows for the 8-bit kernels' decoded blocks (see
+        :mod:`fastopt.kernels.blockwise`): one row per state and thread.
+        """
+        return np.zeros((numba.config.NUMBA_NUM_THREADS, states, blockwise.BLOCK), dtype)
 
 
 HOST = HostBackend()

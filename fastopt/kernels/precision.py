@@ -20,13 +20,17 @@ CUDA simulator, libdevice's ``float_as_int``/``int_as_float`` on the GPU.
 
 import numpy as np
 
-PRECISIONS = ("full", "bfloat16")
+PRECISIONS = ("full", "bfloat16", "8bit")
 """The values of ``state_precision``."""
 
 
 def state_dtype(precision, param_dtype):
     """The dtype of a state buffer for parameters of ``param_dtype``."""
-    return np.dtype(np.uint16) if precision == "bfloat16" else np.dtype(param_dtype)
+    if precision == "bfloat16":
+        return np.dtype(np.uint16)
+    if precision == "8bit":
+        return np.dtype(np.uint8)
+    return np.dtype(param_dtype)
 
 
 def check_precision(value):
@@ -95,9 +99,12 @@ def to_bfloat16(values):
 
 
 def from_bfloat16(words, dtype=np.float32):
-    """The values of bfloat16 words (``uint16``), exactly, as ``dtype``."""
+    """The values of bfloat16 words (``uint16``) as ``dtype``: exact, except that a
+    signalling NaN becomes a quiet NaN in float64.
+    """
     words = np.ascontiguousarray(words, np.uint16)
-    return (words.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(dtype)
+    with np.errstate(invalid="ignore"):
+        return (words.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(dtype)
 
 
 def encode(values, precision, param_dtype):
@@ -112,10 +119,3 @@ def decode(buffer, precision, param_dtype):
     if precision == "bfloat16":
         return from_bfloat16(buffer, param_dtype)
     return np.array(buffer, param_dtype)
-
-
-def fill_word(value, precision, param_dtype):
-    """The element a state buffer of ``precision`` is filled with to hold ``value``."""
-    if precision == "bfloat16":
-        return int(to_bfloat16(np.array([value], np.float64))[0])
-    return value

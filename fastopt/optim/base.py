@@ -15,12 +15,13 @@ import numpy as np
 
 from .._validation import check_flag, check_lr, check_nonnegative, check_number
 from ..buffers import FlatParams
-from ..kernels import precision as state_storage
+from ..kernels import blockwise
 from ..kernels._algorithm import Algorithm
+from ..kernels.precision import check_precision, state_dtype
 from . import checkpoint, sharding
 from .groups import ParamGroups, hyperparameters, resolve_groups
 from .params import LearningRate, Params, resolve_params
-from .state import OptimizerState
+from .state import OptimizerState, allocate
 from .step import StepPlan, read_norm
 
 
@@ -59,10 +60,13 @@ class Optimizer:
         device: str = "auto",
         state_precision: str = "full",
     ) -> None:
-        self.state_precision = state_storage.check_precision(state_precision)
+        state_precision = check_precision(state_precision)
         self._params, self.param, self.backend = resolve_params(params, device)
+        if state_precision == "8bit" and self.param.size < blockwise.MIN_SIZE:
+            state_precision = "full"  # too small to gain: see fastopt.kernels.blockwise
+        self.state_precision = state_precision
         self.dtype = np.dtype(self.param.dtype)
-        self.state_dtype = state_storage.state_dtype(state_precision, self.dtype)
+        self.state_dtype = state_dtype(state_precision, self.dtype)
         self.maximize = check_flag("maximize", maximize)
         self.skip_nonfinite = check_flag("skip_nonfinite", skip_nonfinite)
         if max_grad_norm is not None:
@@ -77,12 +81,11 @@ class Optimizer:
         }
         self._groups = resolve_groups(self._params, self.param.size, default, param_groups)
         size = self.param.size
-        words = {
-            name: state_storage.fill_word(fill, state_precision, self.dtype)
-            for name, fill in self._state_fill().items()
-        }
-        buffers = {name: self.backend.full(size, w, self.state_dtype) for name, w in words.items()}
-        self._state = OptimizerState(0, buffers, state_precision, self.dtype, self.backend)
+        bounds = [(g["start"], g["stop"]) for g in self._groups]
+        buffers = allocate(self.backend, self._state_fill(), size, self.state_precision,
+                                 self.dtype, bounds)  # fmt: skip
+        self._state = OptimizerState(0, buffers, self.state_precision, self.dtype, self.backend,
+                                     bounds)  # fmt: skip
         self.skipped_steps = 0
         self.last_step_skipped = False
         self.last_lr = None

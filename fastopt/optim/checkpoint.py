@@ -28,8 +28,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..kernels.precision import PRECISIONS, decode, encode
+from ..kernels import blockwise
+from ..kernels.precision import PRECISIONS
 from ..schedules._base import Schedule
+from .state import ABSMAX, decoded, encoded
 
 FIXED_KEYS = ("algorithm", "dtype", "size", "step", "skipped_steps", "group_bounds")
 HYPERPARAMETERS = "hyperparameters"
@@ -165,19 +167,20 @@ def checked_state(optimizer, state_dict, strict=True):
     sd = dict(state_dict)
     name = type(optimizer).__name__
     size = optimizer.param.size
-    buffers = list(optimizer.state.buffers)
-    expected = {*FIXED_KEYS, *buffers}
-    if set(sd) - OPTIONAL_KEYS != expected:
-        raise ValueError(
-            f"state_dict does not fit this {name}: expects keys "
-            f"{sorted(expected | OPTIONAL_KEYS)} but got {sorted(sd)}"
-        )
+    names = optimizer.state.names()
     saved_precision = str(np.asarray(sd.get(PRECISION, "full"))[()])
     if saved_precision not in PRECISIONS:
         raise ValueError(
             f"state_dict has state_precision {saved_precision!r} (expected one of "
             + ", ".join(repr(p) for p in PRECISIONS)
             + ")"
+        )
+    scales = [n + ABSMAX for n in names] if saved_precision == "8bit" else []
+    expected = {*FIXED_KEYS, *names, *scales}
+    if set(sd) - OPTIONAL_KEYS != expected:
+        raise ValueError(
+            f"state_dict does not fit this {name}: expects keys "
+            f"{sorted(expected | OPTIONAL_KEYS)} but got {sorted(sd)}"
         )
     dtype = str(np.asarray(sd["dtype"])[()])
     if dtype not in ("float32", "float64"):
@@ -200,36 +203,57 @@ def checked_state(optimizer, state_dict, strict=True):
         )
     step, skipped = _count(sd, "step"), _count(sd, "skipped_steps")
     schedule_states = _checked_hyperparameters(optimizer, sd.get(HYPERPARAMETERS), strict)
-    arrays = {}
-    for buffer in buffers:
-        value = np.asarray(sd[buffer])
-        kind = "u" if saved_precision == "bfloat16" else "f"
-        if (
-            value.shape != (size,)
-            or value.dtype.kind != kind
-            or (kind == "u" and value.dtype != np.uint16)
-        ):
-            what = "a uint16 array (bfloat16 state)" if kind == "u" else "a float array"
-            raise ValueError(
-                f"state_dict[{buffer!r}] expects {what} of shape ({size},) but got "
-                f"{value.dtype} {value.shape}"
-            )
-        # converted here, so that a failing conversion raises before anything is copied
-        arrays[buffer] = converted(value, saved_precision, optimizer)
+    layout = optimizer.state.bounds
+    entries = {}
+    for buffer in names:
+        entries[buffer] = _checked_array(sd, buffer, size, saved_precision)
+        if saved_precision == "8bit":
+            blocks = blockwise.absmax_size(layout)
+            entries[buffer + ABSMAX] = _checked_array(sd, buffer + ABSMAX, blocks, "full")
+    # converted here, so that a failing conversion raises before anything is copied
+    arrays = converted(entries, names, saved_precision, optimizer)
     return CheckedState(step, skipped, arrays, schedule_states)
 
 
-def converted(value, saved_precision, optimizer):
-    """A saved state buffer in the optimizer's precision and dtype: the same precision is
-    copied as is (a resume is bit-exact); bfloat16 to full decodes exactly; full to
-    bfloat16 rounds to nearest even (from float64 through float32, as a store does).
+_KINDS = {
+    "full": ("f", None, "a float array"),
+    "bfloat16": ("u", np.uint16, "a uint16 array (bfloat16 state)"),
+    "8bit": ("u", np.uint8, "a uint8 array (8-bit codes)"),
+}
+
+
+def _checked_array(sd, key, size, precision):
+    value = np.asarray(sd[key])
+    kind, dtype, what = _KINDS[precision]
+    if value.shape != (size,) or value.dtype.kind != kind or (dtype and value.dtype != dtype):
+        raise ValueError(
+            f"state_dict[{key!r}] expects {what} of shape ({size},) but got "
+            f"{value.dtype} {value.shape}"
+        )
+    return value
+
+
+def converted(entries, names, saved_precision, optimizer):
+    """The saved state entries in the optimizer's precision and dtype.
+
+    The same precision is copied as is (a resume is bit-exact; a full-precision state of
+    the other float dtype is cast, as torch does). Otherwise each buffer is decoded to
+    its values (exactly) and stored in the optimizer's precision, rounded as a step
+    stores: bfloat16 to nearest even, 8-bit to the nearest code of its block.
     """
-    precision = optimizer.state_precision
+    precision, dtype = optimizer.state_precision, optimizer.dtype
     if saved_precision == precision:
-        return value.astype(optimizer.state_dtype, copy=False)
-    dtype = value.dtype if saved_precision == "full" else np.float32
-    values = decode(value, saved_precision, dtype)
-    return encode(values, precision, optimizer.dtype)
+        return {
+            key: value.astype(dtype if value.dtype.kind == "f" else value.dtype, copy=False)
+            for key, value in entries.items()
+        }
+    bounds = optimizer.state.bounds
+    arrays = {}
+    for name in names:
+        saved_dtype = entries[name].dtype if saved_precision == "full" else dtype
+        values = decoded(name, entries, saved_precision, saved_dtype, bounds)
+        arrays.update(encoded(name, values.astype(dtype), precision, dtype, bounds))
+    return arrays
 
 
 def apply(optimizer, checked):

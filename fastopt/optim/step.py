@@ -6,8 +6,10 @@ import math
 from typing import Any, NamedTuple
 
 from ..buffers import FlatParams
+from ..kernels.blockwise import blocks_of
 from ..kernels.clipping import clipped_scale
 from ..kernels.precision import state_dtype
+from .state import ABSMAX
 
 
 class Segment(NamedTuple):
@@ -31,22 +33,35 @@ class StepPlan:
         grad_shape = (param.size,) if grad_buffer is not None else backend.layout(params)[0]
         owner = params.data if isinstance(params, FlatParams) else params
         self.backend, self.size, self.dtype = backend, param.size, param.dtype
-        self.state_empty = backend.empty(0, state_dtype(precision, param.dtype))
-        arrays = [state.get(name, self.state_empty) for name in algorithm.state]
+        empty = backend.empty(0, state_dtype(precision, param.dtype))
+        arrays = [state.get(name, empty) for name in algorithm.state]
         slices = [slice(g["start"], g["stop"]) for g in groups]
+        per_segment = [tuple(a[s] if a.size else a for a in arrays) for s in slices]
+        written = [param, *(a for a in arrays if a.size)]
+        if precision == "8bit":
+            # codes, then the per-block scales, then a workspace (fastopt.kernels.blockwise)
+            no_scales = backend.empty(0, param.dtype)
+            scales = [state.get(name + ABSMAX, no_scales) for name in algorithm.state]
+            work = backend.block_workspace(len(algorithm.state), param.dtype)
+            blocks = block_slices(slices)
+            per_segment = [
+                (*codes, *(a[b] if a.size else a for a in scales), work)
+                for codes, b in zip(per_segment, blocks)
+            ]
+            written += [a for a in scales if a.size]
         self.segments = [
             Segment(
                 backend.update_kernel(algorithm, s.stop - s.start, precision),
                 param[s],
                 None if grad_buffer is None else grad_buffer[s],
-                tuple(a[s] if a.size else a for a in arrays),
+                segment_state,
             )
-            for s in slices
+            for s, segment_state in zip(slices, per_segment)
         ]
+        self.empty_state = tuple(a[:0] if a.ndim == 1 else a for a in per_segment[0])
         self.grad_buffer = grad_buffer
         self.buffer_grads = [segment.grad for segment in self.segments]
         self.grad_scale = backend.grad_scale
-        written = [param, *(a for a in arrays if a.size)]
         self.gradient_views = backend.gradient_views(
             tuple(grad_shape), param.dtype, slices, owner, written
         )
@@ -60,9 +75,8 @@ class StepPlan:
         """
         empty = self.backend.empty(0, self.dtype)
         grad_scale = self.backend.grad_scale(1.0)
-        state = self.state_empty
         for segment in self.segments:
-            segment.kernel(empty, empty, *(state for _ in segment.state), grad_scale, *scalars)
+            segment.kernel(empty, empty, *self.empty_state, grad_scale, *scalars)
         self.gradient_views.prepare()
         if self.single:
             self.update_single.prepare(scalars)
@@ -105,6 +119,16 @@ class StepPlan:
             self.info_norm = self.backend.grad_norm(grad.size)
         self.info_norm.compute(grad, 1.0, 1.0, None)
         return self.info_norm.sumsq(), self.info_norm.nonfinite(grad)
+
+
+def block_slices(slices):
+    """The slice of the per-block scales of each group (blocks start at each group)."""
+    out, first = [], 0
+    for s in slices:
+        blocks = blocks_of(s.stop - s.start)
+        out.append(slice(first, first + blocks))
+        first += blocks
+    return out
 
 
 def read_norm(reported):
