@@ -89,7 +89,7 @@ def encode_unsigned(y):
     bits = _I(float_bits(y))  # noqa: F821
     odd = _I(_I(bits >> _I(20)) & _I(1))
     normal_code = _I(_I(_I(bits + _I(0x7FFFF) + odd) >> _I(20)) - _I((127 - _U_BIAS) << 3))
-    scaled = np.float32(y) * np.float32(1.0 / _U_SUBNORMAL)
+    scaled = min(np.float32(y) * np.float32(1.0 / _U_SUBNORMAL), np.float32(16.0))  # in int range
     subnormal_code = _I((scaled + np.float32(_ROUND_TO_INTEGER)) - np.float32(_ROUND_TO_INTEGER))
     normal = _I(_I(_I(_I(127 - _U_BIAS) - _I(bits >> _I(23))) >> _I(31)) & _I(1))
     code = _I(subnormal_code + _I(_I(normal_code - subnormal_code) * normal))
@@ -103,7 +103,7 @@ def encode_signed(y, negative):
     bits = _I(float_bits(y))  # noqa: F821
     odd = _I(_I(bits >> _I(20)) & _I(1))
     normal_code = _I(_I(_I(bits + _I(0x7FFFF) + odd) >> _I(20)) - _I((127 - _S_BIAS) << 3))
-    scaled = np.float32(y) * np.float32(1.0 / _S_SUBNORMAL)
+    scaled = min(np.float32(y) * np.float32(1.0 / _S_SUBNORMAL), np.float32(16.0))  # in int range
     subnormal_code = _I((scaled + np.float32(_ROUND_TO_INTEGER)) - np.float32(_ROUND_TO_INTEGER))
     normal = _I(_I(_I(_I(127 - _S_BIAS) - _I(bits >> _I(23))) >> _I(31)) & _I(1))
     code = _I(subnormal_code + _I(_I(normal_code - subnormal_code) * normal))

@@ -23,15 +23,16 @@ import warnings
 
 import numpy as np
 from numba import config as numba_config
-from numba import float64, int64
+from numba import float32, float64, int64, uint32
 
 from .._jit import CUDA_JIT_OPTIONS, bind, jit
 from .._validation import check_device_buffer, check_device_like
-from . import ALGORITHMS
+from . import ALGORITHMS, blockwise
 from .backend import MISSING_EXTRA, checked_then_update, is_device_array
+from .blockwise import BLOCK, TOP
 from .clipping import clipped_scale
 from .host import raise_hazard
-from .precision import LOAD_STORE, PRECISIONS, numpy_bits_float, numpy_float_bits
+from .precision import LOAD_STORE, numpy_bits_float, numpy_float_bits
 
 try:
     import numba_cuda  # noqa: F401  (the package; numba's built-in numba.cuda is deprecated)
@@ -220,11 +221,180 @@ def _compile(algorithm, precision):
 KERNELS = {
     (name, precision): _compile(algorithm, precision)
     for name, algorithm in ALGORITHMS.items()
-    for precision in PRECISIONS
+    for precision in LOAD_STORE
 }
 """(algorithm name, state precision) -> its grid-stride update kernel."""
 
 _clipped_scale = _device(clipped_scale)
+
+
+# -- 8-bit state: one CUDA block of BLOCK threads per block of state ----------------------
+@_device
+def _one_element(n):
+    return range(n)
+
+
+def _cast_load(word, f):
+    return f(word)
+
+
+def _block_max(value, shared):
+    """The largest ``value`` (uint32) of this CUDA block (every thread gets it)."""
+    tid = cuda.threadIdx.x
+    shared[tid] = value
+    cuda.syncthreads()
+    width = cuda.blockDim.x // 2
+    while width > 0:
+        if tid < width:
+            shared[tid] = max(shared[tid], shared[tid + width])
+        cuda.syncthreads()
+        width //= 2
+    result = shared[0]
+    cuda.syncthreads()
+    return result
+
+
+def _store_block(value, active, codes, absmax, b, i, signed, shared):
+    """Encode this thread's element of block ``b`` (as the host's quantize_block)."""
+    f = absmax.dtype.type
+    magnitude = uint32(0)
+    if active:
+        magnitude = uint32(float_bits(float32(abs(value)))) & uint32(0x7FFFFFFF)  # noqa: F821
+    high = block_max(magnitude, shared)  # noqa: F821
+    if high >= uint32(0x7F800000):
+        if cuda.threadIdx.x == 0:
+            absmax[b] = f(math.nan)
+        if active:
+            codes[i] = 0
+        return
+    amax = f(bits_float(high))  # noqa: F821
+    if cuda.threadIdx.x == 0:
+        absmax[b] = amax
+    if active:
+        inverse = f(TOP) / amax if amax > 0 else f(0.0)
+        y = float32(abs(value) * inverse)
+        codes[i] = encode_signed(y, value < 0) if signed else encode_unsigned(y)  # noqa: F821
+
+
+def _decode(codes, absmax, b, i, signed):
+    f = absmax.dtype.type
+    code = decode_signed(codes[i]) if signed else decode_unsigned(codes[i])  # noqa: F821
+    return f(code) * (absmax[b] / f(TOP))
+
+
+def blockwise_cuda_1(param, grad, codes0, absmax0, work, grad_scale, *scalars):
+    n = param.size
+    shared = cuda.shared.array(BLOCK, uint32)
+    s0 = cuda.local.array(1, float64)
+    for b in range(cuda.blockIdx.x, (n + BLOCK - 1) // BLOCK, cuda.gridDim.x):
+        i = b * BLOCK + cuda.threadIdx.x
+        active = i < n
+        if active:
+            if codes0.size:
+                s0[0] = decode(codes0, absmax0, b, i, SIGNED0)  # noqa: F821
+            update(param[i : i + 1], grad[i : i + 1], s0, grad_scale, scalars)  # noqa: F821
+        if codes0.size:
+            store(s0[0], active, codes0, absmax0, b, i, SIGNED0, shared)  # noqa: F821
+
+
+def blockwise_cuda_3(param, grad, codes0, codes1, codes2, absmax0, absmax1, absmax2, work,
+                     grad_scale, *scalars):  # fmt: skip
+    n = param.size
+    shared = cuda.shared.array(BLOCK, uint32)
+    s0 = cuda.local.array(1, float64)
+    s1 = cuda.local.array(1, float64)
+    s2 = cuda.local.array(1, float64)
+    for b in range(cuda.blockIdx.x, (n + BLOCK - 1) // BLOCK, cuda.gridDim.x):
+        i = b * BLOCK + cuda.threadIdx.x
+        active = i < n
+        if active:
+            if codes0.size:
+                s0[0] = decode(codes0, absmax0, b, i, SIGNED0)  # noqa: F821
+            if codes1.size:
+                s1[0] = decode(codes1, absmax1, b, i, SIGNED1)  # noqa: F821
+            if codes2.size:
+                s2[0] = decode(codes2, absmax2, b, i, SIGNED2)  # noqa: F821
+            update(param[i : i + 1], grad[i : i + 1], s0, s1, s2, grad_scale, scalars)  # noqa: F821
+        if codes0.size:
+            store(s0[0], active, codes0, absmax0, b, i, SIGNED0, shared)  # noqa: F821
+        if codes1.size:
+            store(s1[0], active, codes1, absmax1, b, i, SIGNED1, shared)  # noqa: F821
+        if codes2.size:
+            store(s2[0], active, codes2, absmax2, b, i, SIGNED2, shared)  # noqa: F821
+
+
+# The element loop called with the scalars as one tuple: an inlined device function cannot
+# be called with *args, so each algorithm's scalar count is spelled out once.
+def _sgd_update(param, grad, s0, grad_scale, x):
+    loop(param, grad, s0, grad_scale, x[0], x[1], x[2], x[3], x[4], x[5])  # noqa: F821
+
+
+def _adagrad_update(param, grad, s0, grad_scale, x):
+    loop(param, grad, s0, grad_scale, x[0], x[1], x[2])  # noqa: F821
+
+
+def _rmsprop_update(param, grad, s0, s1, s2, grad_scale, x):
+    loop(param, grad, s0, s1, s2, grad_scale, x[0], x[1], x[2], x[3], x[4], x[5], x[6])  # noqa: F821
+
+
+def _adam_update(param, grad, s0, s1, s2, grad_scale, x):
+    loop(param, grad, s0, s1, s2, grad_scale, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8])  # noqa: F821, E501
+
+
+_UPDATES = {"sgd": _sgd_update, "adagrad": _adagrad_update, "rmsprop": _rmsprop_update,
+            "adam": _adam_update}  # fmt: skip
+
+
+def _compile_blockwise(algorithm):
+    """The 8-bit kernel of ``algorithm``: the host's full-precision loop, compiled as a
+    device function over this thread's one element (state in float64 registers, loaded
+    back in the parameter dtype), inside a block-per-block driver (launch with ``BLOCK``
+    threads per CUDA block).
+    """
+    casts = _bit_casts()
+    codes = {
+        fn.__name__: _device(bind(fn, f"{fn.__name__}_cuda", **casts))
+        for fn in (blockwise.decode_signed, blockwise.decode_unsigned,
+                   blockwise.encode_signed, blockwise.encode_unsigned)
+    }  # fmt: skip
+    loop = _device(
+        bind(
+            algorithm.loop,
+            f"{algorithm.name}_element_cuda",
+            element=_device(algorithm.element),
+            indices=_one_element,
+            load_scale=first_element,
+            load=_device(_cast_load),
+            store=_device(LOAD_STORE["full"][1]),
+        )
+    )
+    name = algorithm.name
+    update = _device(bind(_UPDATES[name], f"{name}_update_cuda", loop=loop))
+    names = dict(
+        codes,
+        **casts,
+        update=update,
+        decode=_device(bind(_decode, f"{algorithm.name}_decode_cuda", **codes)),
+        store=_device(
+            bind(
+                _store_block,
+                f"{algorithm.name}_store_cuda",
+                block_max=_device(_block_max),
+                **codes,
+                **casts,
+            )
+        ),  # fmt: skip
+        **{
+            f"SIGNED{k}": name not in blockwise.UNSIGNED_STATE
+            for k, name in enumerate(algorithm.state)
+        },
+    )
+    driver = blockwise_cuda_1 if len(algorithm.state) == 1 else blockwise_cuda_3
+    return _kernel(bind(driver, f"{algorithm.name}_8bit_cuda", **names))
+
+
+BLOCKWISE = {name: _compile_blockwise(algorithm) for name, algorithm in ALGORITHMS.items()}
+"""Algorithm name -> its 8-bit kernel (``BLOCK`` threads per CUDA block)."""
 
 
 @_device
@@ -446,7 +616,13 @@ class CudaBackend:
         return CudaGradientViews(shape, dtype, segments, owner, written)
 
     def update_kernel(self, algorithm, size, precision="full"):
+        if precision == "8bit":
+            blocks = max(1, min(blockwise.blocks_of(size), _max_blocks()))
+            return configure(BLOCKWISE[algorithm.name], (blocks, blockwise.BLOCK))
         return launcher(KERNELS[algorithm.name, precision], size)
+
+    def block_workspace(self, states, dtype):
+        return cuda.device_array((0, states, blockwise.BLOCK), dtype)  # 8-bit: registers
 
     def follow_fork(self, owner):
         pass  # a CUDA context does not survive fork(): nothing to rebuild

@@ -92,6 +92,34 @@ def test_bfloat16_kernels_compile_to_ptx(cuda_kernels, dtype):
             assert f"div.rn.{suffix}" in ptx and f"sqrt.rn.{suffix}" in ptx, name
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_8bit_kernels_compile_to_ptx(cuda_kernels, dtype):
+    """The 8-bit kernels: byte codes in and out, a shared-memory block maximum, IEEE
+    division and square root, float arithmetic in the parameter dtype.
+    """
+    from numba import boolean, cuda, float64, types, uint8
+    from numba.np.numpy_support import from_dtype
+
+    a, scale, f = from_dtype(np.dtype(dtype))[::1], float64[::1], float64
+    c, work = uint8[::1], from_dtype(np.dtype(dtype))[:, :, ::1]
+    star = types.StarArgTuple.from_types
+    signatures = {
+        "sgd": (a, a, c, a, work, scale, star((f, f, f, f, boolean, boolean))),
+        "adagrad": (a, a, c, a, work, scale, star((f, f, f))),
+        "rmsprop": (a, a, c, c, c, a, a, a, work, scale, star((f,) * 6 + (boolean,))),
+        "adam": (a, a, c, c, c, a, a, a, work, scale, star((f,) * 8 + (boolean,))),
+    }
+    suffix = "f32" if dtype == np.float32 else "f64"
+    for name, signature in signatures.items():
+        compiled = cuda_kernels.BLOCKWISE[name]
+        ptx, _ = cuda.compile_ptx(compiled.py_func, signature, cc=(8, 0))
+        assert "ld.global.u8" in ptx and "st.global.u8" in ptx, name
+        assert "bar.sync" in ptx and ".shared" in ptx, name
+        assert f"st.global.{suffix}" in ptx and ".approx" not in ptx, name
+        if name != "sgd":
+            assert f"div.rn.{suffix}" in ptx and f"sqrt.rn.{suffix}" in ptx, name
+
+
 def test_importing_fastopt_never_imports_numba_cuda():
     code = (
         "import sys, numpy as np, fastopt\n"
