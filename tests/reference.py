@@ -18,13 +18,36 @@ float32 bits as integers in uint64 arithmetic with explicit comparisons (round u
 low half is above ``0x8000``, or equal to it with an odd high half), independently of
 fastopt's own (``bits + 0x7FFF + lsb``) encoder. An update that leaves a slot unused (SGD
 without momentum, RMSprop's ``grad_avg`` when not centered) neither reads nor writes it.
+
+8-bit state (``state_precision="8bit"``): each state buffer ``name`` is held as ``uint8``
+codes (one per element) and ``name + "_absmax"``, one scale per block of :data:`BLOCK`
+elements in the parameter dtype; blocks start at the buffer's first element (a function
+here updates one parameter group: :func:`step_groups` gives each group its slice of a
+whole-buffer state made by :func:`new_state` with ``bounds``). A function decodes each
+block (``value = code_value * (absmax / TOP)``: the scale first, in the parameter dtype),
+computes exactly as in full precision and updates the parameters with the unrounded new
+state; then each block is encoded on its own: ``absmax`` is the largest ``|float32(x)|``
+of the block (NaN, and every code 0, when one of them is NaN or infinite; 0 when it is
+below the smallest normal float32, 2**-126), ``y =
+float32(|x| * (TOP / absmax))`` (0 when ``absmax`` is 0) and the code is the one whose value
+is nearest to ``y``, ties to the even code; a signed state sets the sign bit (0x80) for ``x
+< 0``. The 256 code values are built here from the format definitions (:func:`code_values`)
+and the nearest one is found by counting the midpoints between neighbouring values that
+lie below ``y`` (exact: a midpoint has 5 significant bits), independently of fastopt's
+bit-operation encoder and its table search.
 """
 
+import functools
 import sys
 
 import numpy as np
 
-PRECISIONS = ("full", "bfloat16")
+PRECISIONS = ("full", "bfloat16", "8bit")
+BLOCK = 256
+TOP = 1.875
+ABSMAX = "_absmax"
+UNSIGNED = frozenset({"sum", "square_avg", "exp_avg_sq", "max_exp_avg_sq"})
+"""States that are never negative: 8-bit e5m3 codes; every other state is sign + e4m3."""
 
 
 def _to_bfloat16(values):
@@ -56,6 +79,91 @@ def _from_bfloat16(words, dtype=np.float32):
     return halves.view(np.float32).reshape(-1).astype(dtype)
 
 
+@functools.cache
+def _code_values(signed):
+    """The float64 value (all exact in float32) of each of the 256 codes, from the format
+    definitions: unsigned e5m3 (``c = e << 3 | m``, bias 31: ``m * 2**-33`` for ``e = 0``,
+    else ``(1 + m / 8) * 2**(e - 31)``) or signed (``0x80`` the sign, then e4m3 with bias
+    15: ``m * 2**-17`` for ``e = 0``, else ``(1 + m / 8) * 2**(e - 15)``).
+    """
+    values = np.empty(256)
+    for code in range(256):
+        if signed:
+            e, m, bias, subnormal = (code >> 3) & 15, code & 7, 15, 2.0**-17
+        else:
+            e, m, bias, subnormal = code >> 3, code & 7, 31, 2.0**-33
+        value = m * subnormal if e == 0 else (1 + m / 8) * 2.0 ** (e - bias)
+        values[code] = -value if signed and code & 0x80 else value
+    values.flags.writeable = False
+    return values
+
+
+def code_values(signed):
+    return _code_values(signed).copy()
+
+
+def _magnitudes(signed):
+    """The increasing code values of the magnitude codes (128 signed, 256 unsigned)."""
+    table = _code_values(signed)[: 128 if signed else 256]
+    assert np.all(np.diff(table) > 0) and table[-1] == TOP
+    return table
+
+
+def nearest_code(y, signed):
+    """The magnitude code nearest to each float32 ``y >= 0`` (ties to the even code; above
+    the top value: the top code): the number of midpoints below ``y``, plus one at a tie
+    whose upper code is even.
+    """
+    table = _magnitudes(signed)
+    mids = (table[:-1] + table[1:]) / 2  # exact in float64
+    y = np.asarray(y, np.float64)
+    below = np.searchsorted(mids, y, side="left")  # midpoints < y
+    tie = np.zeros(y.shape, bool)
+    inside = below < mids.size
+    tie[inside] = mids[below[inside]] == y[inside]
+    code = below + (tie & ((below + 1) % 2 == 0))
+    return code.astype(np.uint8)
+
+
+def _blocks(array, fill=0):
+    rows = np.full((-(-array.size // BLOCK), BLOCK), fill, array.dtype)
+    rows.reshape(-1)[: array.size] = array
+    return rows
+
+
+def to_8bit(values, signed):
+    """``(codes, absmax)`` of one group's values (blocks from element 0), as a step encodes."""
+    values = np.asarray(values)
+    f = values.dtype.type
+    rows = _blocks(values)
+    with np.errstate(over="ignore", invalid="ignore"):
+        magnitude = np.abs(rows.astype(np.float32))
+    finite = np.isfinite(magnitude).all(axis=1)
+    largest = np.where(np.isfinite(magnitude), magnitude, 0).max(axis=1, initial=0)
+    largest = np.where(largest < np.float32(2.0**-126), 0, largest)  # subnormal: a zero block
+    absmax = np.where(finite, largest, np.nan).astype(f)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        inverse = np.where(absmax > 0, f(TOP) / absmax, f(0)).astype(f)
+        y = (np.abs(rows) * inverse[:, None]).astype(np.float32)
+    y[~finite] = 0
+    y[np.isnan(y)] = 0  # 0 * inf (a zero in a block with an overflowing inverse)
+    codes = nearest_code(y, signed)
+    if signed:
+        codes |= np.where(rows < 0, 0x80, 0).astype(np.uint8)
+    codes[~finite] = 0
+    return codes.reshape(-1)[: values.size], absmax
+
+
+def from_8bit(codes, absmax, signed, dtype):
+    """The values (``dtype``) of one group's codes: code value times ``absmax / TOP``."""
+    dtype = np.dtype(dtype)
+    table = _code_values(signed).astype(np.float32).astype(dtype)
+    scale = np.asarray(absmax, dtype) / dtype.type(TOP)
+    codes = np.asarray(codes, np.uint8)
+    with np.errstate(invalid="ignore"):
+        return table[codes] * np.repeat(scale, BLOCK)[: codes.size]
+
+
 def _check(precision):
     if precision not in PRECISIONS:
         raise ValueError(f"reference: unknown state_precision {precision!r}")
@@ -66,10 +174,15 @@ def _load(state, key, dtype, precision):
     """State ``key`` as values of ``dtype`` (the stored array itself in full precision)."""
     if precision == "bfloat16":
         return _from_bfloat16(state[key], dtype)
+    if precision == "8bit":
+        return from_8bit(state[key], state[key + ABSMAX], key not in UNSIGNED, dtype)
     return state[key]
 
 
 def _store(state, key, value, precision):
+    if precision == "8bit":
+        state[key][:], state[key + ABSMAX][:] = to_8bit(value, key not in UNSIGNED)
+        return
     state[key][:] = _to_bfloat16(value) if precision == "bfloat16" else value
 
 
@@ -87,8 +200,13 @@ def _grad(p, g, f, grad_scale, weight_decay):
     return g
 
 
-def new_state(algorithm, size, dtype, state_precision="full", **options):
+def new_state(algorithm, size, dtype, state_precision="full", *, bounds=None, **options):
+    """The initial state of an optimizer over ``size`` elements; for "8bit", laid out in
+    parameter groups ``bounds`` (``[(start, stop), ...]``, default one group): each
+    group's codes and its blocks' scales, the scales of all groups one after the other.
+    """
     _check(state_precision)
+    bounds = [(0, size)] if bounds is None else [tuple(b) for b in bounds]
     zeros = lambda: np.zeros(size, dtype)  # noqa: E731
     state = {"step": 0}
     if algorithm == "SGD" and options.get("momentum", 0) != 0:
@@ -109,7 +227,38 @@ def new_state(algorithm, size, dtype, state_precision="full", **options):
         for key in state:
             if key != "step":
                 state[key] = _to_bfloat16(state[key])
+    if state_precision == "8bit":
+        for key in [k for k in state if k != "step"]:
+            parts = [to_8bit(state[key][a:b], key not in UNSIGNED) for a, b in bounds]
+            state[key] = np.concatenate([codes for codes, _ in parts])
+            state[key + ABSMAX] = np.concatenate([absmax for _, absmax in parts])
     return state
+
+
+def group_views(state, bounds):
+    """One state dict per group ``[start, stop)`` of ``bounds``: views of the group's
+    slice of every buffer (of its blocks' slice of an 8-bit buffer's scales), with the
+    whole state's ``step``.
+    """
+    views, first = [], 0
+    for start, stop in bounds:
+        blocks = slice(first, first + -(-(stop - start) // BLOCK))
+        first = blocks.stop
+        view = {"step": state["step"]}
+        for key, value in state.items():
+            if key != "step":
+                view[key] = value[blocks] if key.endswith(ABSMAX) else value[start:stop]
+        views.append(view)
+    return views
+
+
+def step_groups(algorithm, p, g, state, bounds, per_group, **options):
+    """One update of a buffer split into parameter groups: group ``i`` (``bounds[i]``)
+    gets ``options`` updated with ``per_group[i]`` (its lr, weight decay, ...).
+    """
+    for (start, stop), extra, view in zip(bounds, per_group, group_views(state, bounds)):
+        UPDATES[algorithm](p[start:stop], g[start:stop], view, **(options | extra))
+    state["step"] += 1
 
 
 def sgd(

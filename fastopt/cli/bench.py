@@ -82,19 +82,63 @@ def _stream_w4(g, a, b, c, d):
 _STREAMS = {1: _stream_w1, 2: _stream_w2, 3: _stream_w3, 4: _stream_w4}
 
 
-def stream_step(name, grad):
+@kernel(parallel=True)
+def _stream_compact_1(g, p, a):
+    for i in prange(p.size):
+        p[i] = p[i] + g[i]
+        a[i] = a[i] + 1
+
+
+@kernel(parallel=True)
+def _stream_compact_2(g, p, a, b):
+    for i in prange(p.size):
+        p[i] = p[i] + g[i]
+        a[i] = a[i] + 1
+        b[i] = b[i] + 1
+
+
+@kernel(parallel=True)
+def _stream_compact_3(g, p, a, b, c):
+    for i in prange(p.size):
+        p[i] = p[i] + g[i]
+        a[i] = a[i] + 1
+        b[i] = b[i] + 1
+        c[i] = c[i] + 1
+
+
+_COMPACT_STREAMS = {1: _stream_compact_1, 2: _stream_compact_2, 3: _stream_compact_3}
+_STATE_ITEMSIZE = {"bfloat16": 2, "8bit": 1}
+
+
+def stream_step(name, grad, precision="full"):
     """A callable running the traffic-matched kernel for ``name``: it reads the gradient
-    and read-modify-writes as many arrays as the update writes.
+    and read-modify-writes as many arrays as the update writes; with compact state the
+    state arrays have the state's element size (the 8-bit scales, 4 bytes per 256
+    elements, are left out).
     """
     _, writes = TRAFFIC[name]
-    arrays = [np.zeros_like(grad) for _ in range(writes)]
-    step = _STREAMS[writes]
-    return lambda: step(grad, *arrays)
+    if precision == "full":
+        arrays = [np.zeros_like(grad) for _ in range(writes)]
+        step = _STREAMS[writes]
+        return lambda: step(grad, *arrays)
+    word = np.uint16 if precision == "bfloat16" else np.uint8
+    param = np.zeros_like(grad)
+    states = [np.zeros(grad.size, word) for _ in range(writes - 1)]
+    compact = _COMPACT_STREAMS[writes - 1]
+    return lambda: compact(grad, param, *states)
 
 
-def bytes_per_step(name, size, dtype):
+def bytes_per_step(name, size, dtype, precision="full"):
+    """Bytes a step reads and writes: the gradient, the parameters and the state."""
     reads, writes = TRAFFIC[name]
-    return (reads + writes) * size * np.dtype(dtype).itemsize
+    itemsize = np.dtype(dtype).itemsize
+    if precision == "full":
+        return (reads + writes) * size * itemsize
+    states = writes - 1
+    state_bytes = 2 * states * size * _STATE_ITEMSIZE[precision]
+    if precision == "8bit":
+        state_bytes += 2 * states * -(-size // 256) * itemsize
+    return 3 * size * itemsize + state_bytes
 
 
 def numpy_step(name, options, p, g, state, t):
@@ -149,9 +193,9 @@ def numpy_stepper(name, p, g):
     return step
 
 
-def fastopt_stepper(name, p, g):
+def fastopt_stepper(name, p, g, precision="full"):
     cls, options = CONFIGS[name]
-    opt = getattr(optim, cls)(p, **options)
+    opt = getattr(optim, cls)(p, **options, state_precision=precision)
     return lambda: opt.step(g)
 
 
@@ -176,12 +220,19 @@ def import_torch():
     return torch
 
 
-def measure(name, size, dtype, rounds, *, numpy=True, torch=None, seed=0):
-    """Median step time of each implementation, alternated round by round."""
+def measure(name, size, dtype, rounds, *, numpy=True, torch=None, seed=0, precision="full"):
+    """Median step time of each implementation, alternated round by round; with compact
+    state also fastopt's full-precision step ("fastopt_full").
+    """
     rng = np.random.default_rng(seed)
     p = rng.standard_normal(size).astype(dtype)
     g = (rng.standard_normal(size) * 1e-3).astype(dtype)
-    impls = {"fastopt": fastopt_stepper(name, p.copy(), g), "stream": stream_step(name, g)}
+    impls = {
+        "fastopt": fastopt_stepper(name, p.copy(), g, precision),
+        "stream": stream_step(name, g, precision),
+    }
+    if precision != "full":
+        impls["fastopt_full"] = fastopt_stepper(name, p.copy(), g)
     if numpy:
         impls["numpy"] = numpy_stepper(name, p.copy(), g)
     if torch is not None:
@@ -201,11 +252,12 @@ def measure(name, size, dtype, rounds, *, numpy=True, torch=None, seed=0):
             impls[key]()
             times[key].append(time.perf_counter() - start)
     median = {key: float(np.median(values)) for key, values in times.items()}
-    nbytes = bytes_per_step(name, size, dtype)
+    nbytes = bytes_per_step(name, size, dtype, precision)
     row = {
         "optimizer": name,
         "size": size,
         "dtype": np.dtype(dtype).name,
+        "state_precision": precision,
         "rounds": rounds,
         "bytes_per_step": nbytes,
         "median_s": median,
@@ -286,6 +338,7 @@ def run(
     use_torch=True,
     json_path=None,
     print_fn=print,
+    precision="full",
 ):
     torch = import_torch() if use_torch else None
     if threads:
@@ -299,22 +352,26 @@ def run(
         "(medians of steps alternated with the other implementations in this process; "
         "xN = their time / fastopt's)"
     )
+    compact = precision != "full"
     print_fn(
-        f"{'optimizer':17s} {'size':>9s} {'fastopt ms':>11s} {'GB/s':>6s} "
+        f"{'optimizer':17s} {'size':>9s} {'state':>8s} {'fastopt ms':>11s} {'GB/s':>6s} "
         f"{'of stream':>9s} {'x numpy':>8s} {'x torch fused':>13s} {'x torch foreach':>15s}"
+        + (f" {'x full':>7s}" if compact else "")
     )
     rows = []
     for size in (int(s) for s in sizes):
         for name in optimizers:
             n = rounds * (20 if size <= 1e5 else 1 if size <= 1e7 else 1 / 3)
-            row = measure(name, size, np.dtype(dtype), max(5, int(n)), numpy=numpy, torch=torch)
+            row = measure(name, size, np.dtype(dtype), max(5, int(n)), numpy=numpy, torch=torch,
+                          precision=precision)  # fmt: skip
             rows.append(row)
             cell = lambda k: f"{row[k]:.2f}" if k in row else "-"  # noqa: E731, B023
             print_fn(
-                f"{name:17s} {size:9d} {row['median_s']['fastopt'] * 1e3:11.4f} "
+                f"{name:17s} {size:9d} {precision:>8s} {row['median_s']['fastopt'] * 1e3:11.4f} "
                 f"{row['gbps']:6.1f} {row['fraction_of_stream'] * 100:8.0f}% "
                 f"{cell('speedup_vs_numpy'):>8s} {cell('speedup_vs_torch_fused'):>13s} "
                 f"{cell('speedup_vs_torch_foreach'):>15s}"
+                + (f" {cell('speedup_vs_fastopt_full'):>7s}" if compact else "")
             )
     if json_path:
         with open(json_path, "w") as f:

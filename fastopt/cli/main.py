@@ -201,6 +201,13 @@ def build_parser(prog="fastopt"):
         default=None,
         help="threads for fastopt and torch (default: numba's)",
     )
+    bench.add_argument(
+        "--precision",
+        choices=["full", "bfloat16", "8bit"],
+        default="full",
+        help="state_precision of fastopt's optimizers (compact state is also timed against "
+        "fastopt's full-precision step, column 'x full')",
+    )
     bench.add_argument("--no-numpy", action="store_true", help="skip the (slow) NumPy baseline")
     bench.add_argument("--no-torch", action="store_true", help="skip torch")
     _json(bench)
@@ -263,6 +270,7 @@ def _dispatch(args):
             not args.no_numpy,
             not args.no_torch,
             args.json,
+            precision=args.precision,
         )
         return 0
     import numpy as np

@@ -39,6 +39,9 @@ import numpy as np
 
 BLOCK = 256
 """Elements per block (one scale each)."""
+TILE_BLOCKS = 16
+"""Blocks a host thread decodes, updates and encodes at a time (in its workspace)."""
+TILE = TILE_BLOCKS * BLOCK
 MIN_SIZE = 4096
 """An optimizer over fewer elements keeps full-precision state with ``"8bit"``."""
 TOP = 1.875
@@ -50,6 +53,8 @@ _U_BIAS, _S_BIAS = 31, 15  # exponent biases: e5m3 and e4m3 with TOP at the top 
 _U_SUBNORMAL = 2.0 ** (1 - _U_BIAS - 3)  # one step of the subnormal codes
 _S_SUBNORMAL = 2.0 ** (1 - _S_BIAS - 3)
 _ROUND_TO_INTEGER = 2.0**23  # adding and subtracting it rounds a small float to an integer
+_INF_BITS = 0x7F800000  # float32 bits: an infinity; above it, NaNs
+_MIN_NORMAL_BITS = 0x00800000  # the smallest normal float32, 2**-126
 
 
 def blocks_of(size):
@@ -57,142 +62,157 @@ def blocks_of(size):
     return -(-size // BLOCK)
 
 
-# -- per-element codes (compiled by each backend; float_bits/bits_float bound per backend) --
-# Branch-free int32 arithmetic, so that the block loops vectorise: ``normal`` is 1 for a
-# code (or a value) in the normal range and 0 in the subnormal one.
-_I = np.int32
+# -- per-element codes (compiled by each backend) ------------------------------------------
+# Branch-free 32-bit integer arithmetic, so that the block loops vectorise: ``normal`` is 1
+# for a code (or a value) in the normal range and 0 in the subnormal one. The operations
+# (add, shr, bits32, ...) are bound per backend: see fastopt.kernels.int32.
 
 
 def decode_unsigned(code):
     """The float32 value in ``[0, TOP]`` of an unsigned (e5m3) code."""
-    c = _I(code)
-    e = _I(c >> _I(3))
-    normal = _I(_I(e + _I(31)) >> _I(5))
-    significand = _I(_I(normal << _I(3)) | _I(c & _I(7)))
-    power = _I(_I(e - normal + _I(125 - _U_BIAS)) << _I(23))
-    return np.float32(significand) * bits_float(np.uint32(power))  # noqa: F821
+    c = int32(code)  # noqa: F821
+    e = shr(c, 3)  # noqa: F821
+    normal = shr(add(e, 31), 5)  # noqa: F821
+    significand = bit_or(shl(normal, 3), bit_and(c, 7))  # noqa: F821
+    power = shl(add(sub(e, normal), 125 - _U_BIAS), 23)  # noqa: F821
+    return np.float32(significand) * float_of_bits(power)  # noqa: F821
 
 
 def decode_signed(code):
     """The float32 value in ``[-TOP, TOP]`` of a signed (sign + e4m3) code."""
-    c = _I(code)
-    e = _I(_I(c >> _I(3)) & _I(15))
-    normal = _I(_I(e + _I(15)) >> _I(4))
-    significand = _I(_I(normal << _I(3)) | _I(c & _I(7)))
-    power = _I(_I(e - normal + _I(125 - _S_BIAS)) << _I(23))
-    sign = np.float32(_I(1) - _I(_I(c >> _I(6)) & _I(2)))
-    return np.float32(significand) * bits_float(np.uint32(power)) * sign  # noqa: F821
+    c = int32(code)  # noqa: F821
+    e = bit_and(shr(c, 3), 15)  # noqa: F821
+    normal = shr(add(e, 15), 4)  # noqa: F821
+    significand = bit_or(shl(normal, 3), bit_and(c, 7))  # noqa: F821
+    power = shl(add(sub(e, normal), 125 - _S_BIAS), 23)  # noqa: F821
+    sign = np.float32(sub(1, bit_and(shr(c, 6), 2)))  # noqa: F821
+    return np.float32(significand) * float_of_bits(power) * sign  # noqa: F821
+
+
+def _encode(y, bias, top_code):
+    """The nearest code of a float32 ``y`` in ``[0, TOP]`` in the format with exponent
+    ``bias`` and 3 mantissa bits (ties to the even code), at most ``top_code``.
+    """
+    bits = bits32(y)  # noqa: F821
+    odd = bit_and(shr(bits, 20), 1)  # noqa: F821
+    normal_code = sub(shr(add(add(bits, 0x7FFFF), odd), 20), (127 - bias) << 3)  # noqa: F821
+    step = np.float32(2.0 ** (bias + 2))  # the inverse of one subnormal step
+    scaled = min(np.float32(y) * step, np.float32(16.0))  # clamped: stays in int32 range
+    subnormal_code = int32((scaled + np.float32(_ROUND_TO_INTEGER)) - np.float32(_ROUND_TO_INTEGER))  # noqa: F821, E501
+    normal = bit_and(shr(sub(127 - bias, shr(bits, 23)), 31), 1)  # noqa: F821
+    code = add(subnormal_code, mul(sub(normal_code, subnormal_code), normal))  # noqa: F821
+    return sub(code, shr(code, 8 if top_code == 255 else 7))  # noqa: F821  (one above -> top)
 
 
 def encode_unsigned(y):
     """The nearest unsigned (e5m3) code of a float32 ``y`` in ``[0, TOP]`` (ties even)."""
-    bits = _I(float_bits(y))  # noqa: F821
-    odd = _I(_I(bits >> _I(20)) & _I(1))
-    normal_code = _I(_I(_I(bits + _I(0x7FFFF) + odd) >> _I(20)) - _I((127 - _U_BIAS) << 3))
-    scaled = min(np.float32(y) * np.float32(1.0 / _U_SUBNORMAL), np.float32(16.0))  # in int range
-    subnormal_code = _I((scaled + np.float32(_ROUND_TO_INTEGER)) - np.float32(_ROUND_TO_INTEGER))
-    normal = _I(_I(_I(_I(127 - _U_BIAS) - _I(bits >> _I(23))) >> _I(31)) & _I(1))
-    code = _I(subnormal_code + _I(_I(normal_code - subnormal_code) * normal))
-    return np.uint8(code - _I(code >> _I(8)))  # 256 (above TOP by rounding) -> 255
+    return np.uint8(encode_code(y, _U_BIAS, 255))  # noqa: F821
 
 
 def encode_signed(y, negative):
     """The nearest signed code of a float32 magnitude ``y`` in ``[0, TOP]``, with the sign
     bit set for ``negative``.
     """
-    bits = _I(float_bits(y))  # noqa: F821
-    odd = _I(_I(bits >> _I(20)) & _I(1))
-    normal_code = _I(_I(_I(bits + _I(0x7FFFF) + odd) >> _I(20)) - _I((127 - _S_BIAS) << 3))
-    scaled = min(np.float32(y) * np.float32(1.0 / _S_SUBNORMAL), np.float32(16.0))  # in int range
-    subnormal_code = _I((scaled + np.float32(_ROUND_TO_INTEGER)) - np.float32(_ROUND_TO_INTEGER))
-    normal = _I(_I(_I(_I(127 - _S_BIAS) - _I(bits >> _I(23))) >> _I(31)) & _I(1))
-    code = _I(subnormal_code + _I(_I(normal_code - subnormal_code) * normal))
-    code = _I(code - _I(code >> _I(7)))  # 128 -> 127
-    return np.uint8(code | _I(_I(negative) << _I(7)))
+    code = encode_code(y, _S_BIAS, 127)  # noqa: F821
+    return np.uint8(bit_or(code, shl(int32(negative), 7)))  # noqa: F821
 
 
-# -- one block (host; compiled with the codes above) -------------------------------------
-def dequantize_block(codes, absmax, b, out, signed):
-    """Decode block ``b`` (its ``codes``) into ``out[:codes.size]`` and return that view."""
+# -- tiles of blocks (host; compiled with the codes above) ---------------------------------
+def dequantize_tile(codes, absmax, first, out, signed):
+    """Decode the blocks of ``codes`` (block ``first`` onwards) into ``out[:codes.size]``
+    and return that view.
+    """
     f = out.dtype.type
-    scale = absmax[b] / f(TOP)
     values = out[: codes.size]
-    if signed:
-        for j in range(codes.size):
-            values[j] = f(decode_signed(codes[j])) * scale
-    else:
-        for j in range(codes.size):
-            values[j] = f(decode_unsigned(codes[j])) * scale
+    for k in range((codes.size + BLOCK - 1) // BLOCK):
+        scale = absmax[first + k] / f(TOP)
+        block = codes[k * BLOCK : (k + 1) * BLOCK]
+        decoded = values[k * BLOCK : (k + 1) * BLOCK]
+        if signed:
+            for j in range(block.size):
+                decoded[j] = f(decode_signed(block[j])) * scale
+        else:
+            for j in range(block.size):
+                decoded[j] = f(decode_unsigned(block[j])) * scale
     return values
 
 
-def quantize_block(values, codes, absmax, b, signed):
-    """Encode ``values`` as block ``b``: its absmax, then each element's code."""
+def quantize_tile(values, codes, absmax, first, signed):
+    """Encode ``values`` as the blocks ``first`` onwards: each block's absmax, then each
+    element's code.
+    """
     f = values.dtype.type
-    high = np.uint32(0)  # the largest |value| as float32 bits: NaN and inf sort above
-    for j in range(values.size):
-        high = max(high, np.uint32(float_bits(np.float32(values[j]))) & np.uint32(0x7FFFFFFF))  # noqa: F821
-    if high >= np.uint32(0x7F800000):
-        absmax[b] = f(np.nan)
-        for j in range(values.size):
-            codes[j] = 0
-        return
-    amax = f(bits_float(high))  # noqa: F821
-    absmax[b] = amax
-    inverse = f(TOP) / amax if amax > 0 else f(0.0)
-    if signed:
-        for j in range(values.size):
-            x = values[j]
-            codes[j] = encode_signed(np.float32(abs(x) * inverse), x < 0)
-    else:
-        for j in range(values.size):
-            codes[j] = encode_unsigned(np.float32(abs(values[j]) * inverse))
+    for k in range((values.size + BLOCK - 1) // BLOCK):
+        block = values[k * BLOCK : (k + 1) * BLOCK]
+        encoded = codes[k * BLOCK : (k + 1) * BLOCK]
+        high = int32(0)  # noqa: F821  (the largest |value| as float32 bits: NaN, inf above)
+        for j in range(block.size):
+            high = max(high, bit_and(bits32(np.float32(block[j])), 0x7FFFFFFF))  # noqa: F821
+        if high >= _INF_BITS:
+            absmax[first + k] = f(np.nan)
+            for j in range(block.size):
+                encoded[j] = 0
+            continue
+        if high < _MIN_NORMAL_BITS:
+            high = int32(0)  # noqa: F821  (below float32's normal range: stored as zero)
+        amax = f(float_of_bits(high))  # noqa: F821
+        absmax[first + k] = amax
+        inverse = f(TOP) / amax if amax > 0 else f(0.0)
+        if signed:
+            for j in range(block.size):
+                x = block[j]
+                encoded[j] = encode_signed(np.float32(abs(x) * inverse), x < 0)
+        else:
+            for j in range(block.size):
+                encoded[j] = encode_unsigned(np.float32(abs(block[j]) * inverse))
 
 
 # -- the drivers (host): one per state count, ``update`` the full-precision serial loop ----
 def blockwise_1(param, grad, codes0, absmax0, work, grad_scale, *scalars):
     n = param.size
-    blocks = (n + BLOCK - 1) // BLOCK
+    tiles = (n + TILE - 1) // TILE
     chunks = work.shape[0]
-    per = (blocks + chunks - 1) // chunks
+    per = (tiles + chunks - 1) // chunks
     for c in prange(chunks):  # noqa: F821
         row = work[c]
-        for b in range(c * per, min(blocks, c * per + per)):
-            lo = b * BLOCK
-            hi = min(n, lo + BLOCK)
+        for t in range(c * per, min(tiles, c * per + per)):
+            lo = t * TILE
+            hi = min(n, lo + TILE)
+            first = t * TILE_BLOCKS
             s0 = row[0, :0]
             if codes0.size:
-                s0 = dequantize(codes0[lo:hi], absmax0, b, row[0], SIGNED0)  # noqa: F821
+                s0 = dequantize(codes0[lo:hi], absmax0, first, row[0], SIGNED0)  # noqa: F821
             update(param[lo:hi], grad[lo:hi], s0, grad_scale, *scalars)  # noqa: F821
             if codes0.size:
-                quantize(s0, codes0[lo:hi], absmax0, b, SIGNED0)  # noqa: F821
+                quantize(s0, codes0[lo:hi], absmax0, first, SIGNED0)  # noqa: F821
 
 
 def blockwise_3(param, grad, codes0, codes1, codes2, absmax0, absmax1, absmax2, work,
                 grad_scale, *scalars):  # fmt: skip
     n = param.size
-    blocks = (n + BLOCK - 1) // BLOCK
+    tiles = (n + TILE - 1) // TILE
     chunks = work.shape[0]
-    per = (blocks + chunks - 1) // chunks
+    per = (tiles + chunks - 1) // chunks
     for c in prange(chunks):  # noqa: F821
         row = work[c]
-        for b in range(c * per, min(blocks, c * per + per)):
-            lo = b * BLOCK
-            hi = min(n, lo + BLOCK)
+        for t in range(c * per, min(tiles, c * per + per)):
+            lo = t * TILE
+            hi = min(n, lo + TILE)
+            first = t * TILE_BLOCKS
             s0, s1, s2 = row[0, :0], row[1, :0], row[2, :0]
             if codes0.size:
-                s0 = dequantize(codes0[lo:hi], absmax0, b, row[0], SIGNED0)  # noqa: F821
+                s0 = dequantize(codes0[lo:hi], absmax0, first, row[0], SIGNED0)  # noqa: F821
             if codes1.size:
-                s1 = dequantize(codes1[lo:hi], absmax1, b, row[1], SIGNED1)  # noqa: F821
+                s1 = dequantize(codes1[lo:hi], absmax1, first, row[1], SIGNED1)  # noqa: F821
             if codes2.size:
-                s2 = dequantize(codes2[lo:hi], absmax2, b, row[2], SIGNED2)  # noqa: F821
+                s2 = dequantize(codes2[lo:hi], absmax2, first, row[2], SIGNED2)  # noqa: F821
             update(param[lo:hi], grad[lo:hi], s0, s1, s2, grad_scale, *scalars)  # noqa: F821
             if codes0.size:
-                quantize(s0, codes0[lo:hi], absmax0, b, SIGNED0)  # noqa: F821
+                quantize(s0, codes0[lo:hi], absmax0, first, SIGNED0)  # noqa: F821
             if codes1.size:
-                quantize(s1, codes1[lo:hi], absmax1, b, SIGNED1)  # noqa: F821
+                quantize(s1, codes1[lo:hi], absmax1, first, SIGNED1)  # noqa: F821
             if codes2.size:
-                quantize(s2, codes2[lo:hi], absmax2, b, SIGNED2)  # noqa: F821
+                quantize(s2, codes2[lo:hi], absmax2, first, SIGNED2)  # noqa: F821
 
 
 DRIVERS = {1: blockwise_1, 3: blockwise_3}
@@ -263,7 +283,8 @@ def quantize(values, signed, bounds):
         with np.errstate(over="ignore", invalid="ignore"):
             magnitudes = np.abs(rows.astype(np.float32))
         finite = np.isfinite(magnitudes).all(axis=1)
-        amax = np.where(finite, magnitudes.max(axis=1), np.nan).astype(dtype)
+        amax = np.where(finite, magnitudes.max(axis=1), np.nan)
+        amax = np.where(amax < np.float32(2.0**-126), 0, amax).astype(dtype)
         absmax[first : first + rows.shape[0]] = amax
         with np.errstate(divide="ignore", invalid="ignore"):
             inverse = np.where(amax > 0, f(TOP) / amax, f(0)).astype(dtype)

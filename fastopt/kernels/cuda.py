@@ -27,7 +27,7 @@ from numba import float32, float64, int64, uint32
 
 from .._jit import CUDA_JIT_OPTIONS, bind, jit
 from .._validation import check_device_buffer, check_device_like
-from . import ALGORITHMS, blockwise
+from . import ALGORITHMS, blockwise, int32
 from .backend import MISSING_EXTRA, checked_then_update, is_device_array
 from .blockwise import BLOCK, TOP
 from .clipping import clipped_scale
@@ -234,6 +234,14 @@ def _one_element(n):
     return range(n)
 
 
+def _bits32(value):
+    return np.int32(float_bits(value))  # noqa: F821
+
+
+def _float_of_bits(bits):
+    return bits_float(np.uint32(bits))  # noqa: F821
+
+
 def _cast_load(word, f):
     return f(word)
 
@@ -267,6 +275,8 @@ def _store_block(value, active, codes, absmax, b, i, signed, shared):
         if active:
             codes[i] = 0
         return
+    if high < uint32(0x00800000):
+        high = uint32(0)  # below float32's normal range: stored as zero
     amax = f(bits_float(high))  # noqa: F821
     if cuda.threadIdx.x == 0:
         absmax[b] = amax
@@ -352,8 +362,14 @@ def _compile_blockwise(algorithm):
     threads per CUDA block).
     """
     casts = _bit_casts()
+    ops = dict(
+        {name: _device(fn) for name, fn in int32.PORTABLE.items()},
+        bits32=_device(bind(_bits32, "bits32_cuda", **casts)),
+        float_of_bits=_device(bind(_float_of_bits, "float_of_bits_cuda", **casts)),
+    )
+    encode = _device(bind(blockwise._encode, "encode_code_cuda", **ops))
     codes = {
-        fn.__name__: _device(bind(fn, f"{fn.__name__}_cuda", **casts))
+        fn.__name__: _device(bind(fn, f"{fn.__name__}_cuda", encode_code=encode, **ops))
         for fn in (blockwise.decode_signed, blockwise.decode_unsigned,
                    blockwise.encode_signed, blockwise.encode_unsigned)
     }  # fmt: skip

@@ -27,7 +27,7 @@ from .. import _config
 from .._config import REDUCTION_BLOCK
 from .._jit import bind, element, kernel, reduction, serial_and_parallel
 from .._validation import check_buffer, check_like
-from . import ALGORITHMS, blockwise
+from . import ALGORITHMS, blockwise, int32
 from .backend import checked_then_update
 from .clipping import clipped_scale
 from .precision import LOAD_STORE, numpy_bits_float, numpy_float_bits
@@ -62,15 +62,17 @@ def _compile(algorithm, precision):
 
 
 def _block_codes():
-    casts = {"float_bits": element(numpy_float_bits), "bits_float": element(numpy_bits_float)}
+    """The 8-bit block functions (dequantize, quantize), with the host's int32 intrinsics."""
+    ops = int32.HOST
+    encode = element(bind(blockwise._encode, "encode_code_host", **ops))
     codes = {
-        fn.__name__: element(bind(fn, f"{fn.__name__}_host", **casts))
+        fn.__name__: element(bind(fn, f"{fn.__name__}_host", encode_code=encode, **ops))
         for fn in (blockwise.decode_signed, blockwise.decode_unsigned,
                    blockwise.encode_signed, blockwise.encode_unsigned)
     }  # fmt: skip
     return (
-        element(bind(blockwise.dequantize_block, "dequantize_block_host", **codes)),
-        element(bind(blockwise.quantize_block, "quantize_block_host", **codes, **casts)),
+        element(bind(blockwise.dequantize_tile, "dequantize_tile_host", **codes)),
+        element(bind(blockwise.quantize_tile, "quantize_tile_host", **codes, **ops)),
     )
 
 
@@ -409,7 +411,7 @@ class HostBackend:
         """Per-thread rows for the 8-bit kernels' decoded blocks (see
         :mod:`fastopt.kernels.blockwise`): one row per state and thread.
         """
-        return np.zeros((numba.config.NUMBA_NUM_THREADS, states, blockwise.BLOCK), dtype)
+        return np.zeros((numba.config.NUMBA_NUM_THREADS, states, blockwise.TILE), dtype)
 
 
 HOST = HostBackend()

@@ -79,6 +79,13 @@ class RMSprop(Optimizer):
         self.eps = check_nonnegative("epsilon value", eps)
         self.momentum = check_nonnegative("momentum value", momentum)
         self.centered = check_flag("centered", centered)
+        if self.centered and state_precision == "8bit":
+            raise ValueError(
+                "centered=True with state_precision='8bit' is not supported: square_avg and "
+                "grad_avg are rounded on their own (up to 6% each), so square_avg - "
+                "grad_avg**2 goes negative and its square root NaN, which then fills the "
+                "whole block of state; use state_precision='bfloat16' (or 'full')"
+            )
         self.defaults = {
             "alpha": self.alpha,
             "eps": self.eps,

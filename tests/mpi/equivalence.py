@@ -1,5 +1,6 @@
-"""Run under mpiexec: K ranks with the global batch split K ways, for every optimizer, with
-and without ZeRO-1; rank 0 writes the final parameters and the gathered state_dict.
+"""Run under mpiexec: K ranks with the global batch split K ways, for every case of
+problem.CASES (every optimizer; bfloat16 and 8-bit state), with and without ZeRO-1; rank 0
+writes the final parameters and the gathered state_dict.
 
 usage: equivalence.py OUT_DIR [RESUME_DIR]
 With RESUME_DIR, each run starts from the state saved there after STEPS // 2 steps.
@@ -14,16 +15,17 @@ from mpi4py import MPI
 from fastopt.distributed import DataParallel
 
 sys.path.insert(0, os.path.dirname(__file__))
-from problem import CASES, STEPS, global_batch, make_optimizer  # noqa: E402
+from problem import CASES, STEPS, global_batch, gradient, make_optimizer  # noqa: E402
 
 comm = MPI.COMM_WORLD
 rank, ranks = comm.Get_rank(), comm.Get_size()
 out_dir = sys.argv[1]
 resume = sys.argv[2] if len(sys.argv) > 2 else None
 
-for index, (name, options) in enumerate(CASES):
+for index, case in enumerate(CASES):
+    options = case.options
     for zero in (False, True):
-        fp, opt = make_optimizer(name, options)
+        fp, opt = make_optimizer(case)
         dp = DataParallel(opt, comm, zero=zero)
         first = 0
         if resume:
@@ -32,12 +34,9 @@ for index, (name, options) in enumerate(CASES):
                 dp.load_state_dict({k[3:]: saved[k] for k in saved.files if k.startswith("sd.")})
             first = STEPS // 2
         for step in range(first, STEPS):
-            x, y = global_batch(step)
+            x, y = global_batch(step, dim=case.dim)
             mine = np.array_split(np.arange(len(y)), ranks)[rank]
-            w = fp.data
-            r = x[mine] @ w[:-1] + w[-1] - y[mine]
-            fp.grad[:-1] = x[mine].T @ r / len(mine)
-            fp.grad[-1] = r.mean()
+            gradient(fp, x[mine], y[mine])
             if step == 5 and options.get("skip_nonfinite") and rank == ranks - 1:
                 fp.grad[0] = np.nan  # one rank's NaN must skip the step everywhere
             dp.step()

@@ -835,7 +835,8 @@ def bad_state_dicts(sd, size):
         ),
         "unknown precision": (
             sd | {"state_precision": "bf16"},
-            r"state_dict has state_precision 'bf16' \(expected one of 'full', 'bfloat16'",
+            r"state_dict has state_precision 'bf16' \(expected one of 'full', 'bfloat16', "
+            r"'8bit'\)",
         ),
         "short": (
             sd | {"exp_avg": sd["exp_avg"][:-1]},
@@ -874,7 +875,7 @@ def test_invalid_state_precision_is_refused(name, value):
     with pytest.raises(ValueError, match="state_precision") as raised:
         make(name, p, state_precision=value)
     assert repr(value) in str(raised.value)
-    assert "'full'" in str(raised.value) and "'bfloat16'" in str(raised.value)
+    assert all(f"'{p}'" in str(raised.value) for p in ("full", "bfloat16", "8bit"))
     with pytest.raises(ValueError, match="state_precision"):
         make(name, fp, state_precision=value)
     assert words(p) == words(np.ones(4, np.float32)) and not fp.grad.any()
