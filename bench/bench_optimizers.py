@@ -32,6 +32,27 @@ class StepFastopt:
         self.step()
 
 
+class StepPrecision:
+    """The compact-state steps (``state_precision``) of the memory-bound optimizers, with
+    their full-precision step in the same grid for the ratio.
+    """
+
+    params = (
+        grid(["sgd_momentum", "adagrad", "rmsprop", "adam", "adamw"], ["adam"]),
+        sizes(1e5, 1e7),
+        ["full", "bfloat16", "8bit"],
+    )
+    param_names = ["optimizer", "size", "state_precision"]
+
+    def setup(self, name, size, precision):
+        p, self.g = data(size, "float32")
+        self.step = benchmark.fastopt_stepper(name, p, self.g, precision)
+        self.step()
+
+    def time_step(self, name, size, precision):
+        self.step()
+
+
 class StepNumpy:
     params = (NAMES, sizes(1e3, 1e5, 1e7), DTYPES)
     param_names = ["optimizer", "size", "dtype"]

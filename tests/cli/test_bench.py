@@ -55,6 +55,24 @@ def test_bench_command_prints_a_table_and_writes_json(tmp_path):
     assert "speedup_vs_torch_fused" not in rows[("rmsprop", 1000)]
 
 
+@pytest.mark.parametrize("precision, state_bytes", [("bfloat16", 2), ("8bit", 1)])
+def test_bench_precision_option_times_compact_state_against_full(tmp_path, precision, state_bytes):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "fastopt", "bench", "--sizes", "8192", "--optimizers",
+               "adam", "--rounds", "2", "--threads", "1", "--no-numpy", "--no-torch",
+               "--precision", precision, "--json", str(out)]  # fmt: skip
+    text = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
+    header = next(line for line in text.stdout.splitlines() if line.startswith("optimizer"))
+    assert header.split()[2] == "state" and header.endswith("x full")
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["state_precision"] == precision
+    assert {"fastopt", "fastopt_full", "stream"} <= set(row["median_s"])
+    assert row["speedup_vs_fastopt_full"] > 0
+    # params and gradient (3 float32 reads and writes) plus 2 states read and written
+    scales = 2 * 2 * (8192 // 256) * 4 if precision == "8bit" else 0
+    assert row["bytes_per_step"] == 3 * 4 * 8192 + 2 * 2 * state_bytes * 8192 + scales
+
+
 def test_bench_command_rejects_unknown_optimizers():
     result = subprocess.run(
         [sys.executable, "-m", "fastopt", "bench", "--optimizers", "lion"],
