@@ -314,3 +314,25 @@ def test_the_table_header_reads_like_a_call():
     x0, loss_grad = quadratic(3, 1.0, np.float64)
     result = fastopt.sweep(loss_grad, x0, lrs=[0.1], iterations=3, momentum=0.9)
     assert result.table().splitlines()[0] == "sweep: SGD(momentum=0.9), 3 updates per run"
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "8bit"])
+def test_sweep_and_range_test_with_compact_state(precision):
+    """The learning-rate tools build their optimizers with the options given, so compact
+    state works there: the sweep picks a stable rate (for plain SGD-momentum on this
+    quadratic the same as with full state), the range test runs, and params come back.
+    """
+    x0, loss_grad = quadratic(5000, 4.0, np.float32)  # 8-bit state from 4096 elements
+    x = x0.copy()
+    options = dict(optimizer=fastopt.Adam, iterations=30, progress=False)
+    compact = fastopt.sweep(loss_grad, x, state_precision=precision, **options)
+    full = fastopt.sweep(loss_grad, x, **options)
+    assert x.tobytes() == x0.tobytes()
+    assert compact.best_lr is not None and compact.verdicts[compact.best_index] == "good"
+    assert abs(np.log10(compact.best_lr / full.best_lr)) <= 0.5  # a neighbouring rate
+    result = fastopt.lr_range_test(
+        loss_grad, x, optimizer=fastopt.Adam, iterations=40, state_precision=precision,
+        progress=False,
+    )  # fmt: skip
+    assert x.tobytes() == x0.tobytes()
+    assert np.isfinite(result.costs[:5]).all()

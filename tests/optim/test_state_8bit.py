@@ -1161,3 +1161,23 @@ def test_8bit_state_takes_about_a_quarter_of_the_bytes_of_float32():
     # codes: one byte per element; scales: one float32 per block of 256 elements
     assert compact == 2 * (100_000 + 4 * -(-100_000 // BLOCK))
     assert state_bytes(EIGHT, np.float64) == 2 * (100_000 + 8 * -(-100_000 // BLOCK))
+
+
+@pytest.mark.parametrize("size", [5000, LARGE], ids=["serial", "threaded"])
+@pytest.mark.parametrize("name, options", FULL_STATE, ids=FULL_STATE_IDS)
+def test_a_plain_array_with_one_group_steps_like_a_flat_buffer(name, options, size, rng):
+    """The single-group fast path (a plain array, an explicit gradient, a constant rate)
+    runs the same 8-bit update as the gradient-buffer path, bit for bit.
+    """
+    p0 = rng.standard_normal(size).astype(np.float32)
+    plain = p0.copy()
+    a = make(name, plain, lr=0.01, state_precision=EIGHT, **options)
+    fp = fastopt.FlatParams({"w": p0.copy()})
+    b = make(name, fp, lr=0.01, state_precision=EIGHT, **options)
+    for g in gradients(rng, size, np.float32, 4):
+        a.step(g)
+        fp.grad[:] = g
+        b.step()
+    assert words(plain) == words(fp.data)
+    for key in a.state.buffers:
+        assert words(a.state[key]) == words(b.state[key]), key
