@@ -11,9 +11,12 @@ of bfloat16 words (the upper half of a float32, as :func:`fastopt.to_bfloat16` m
 :func:`fastopt.from_bfloat16` reads them back), of the shape of ``param``. The update is the
 one of an optimizer class built with the same ``state_precision``: the arithmetic runs in
 the parameter dtype, ``param`` is updated with the unrounded new state, and each new state
-value is stored rounded to nearest even. ``"full"`` (the default) keeps state in the
-parameter dtype. Blockwise ``"8bit"`` state needs per-block scales this layer does not
-take: use the optimizer classes for it.
+value is stored rounded to nearest even. With ``state_precision="8bit"`` every state
+argument is a pair ``(codes, absmax)``: ``uint8`` codes of the shape of ``param`` and one
+scale per block of 256 elements (``absmax``, the parameter dtype, blocks from the first
+element), as :func:`encode_8bit` makes them (zeros are codes 0 and scales 0);
+:func:`decode_8bit` reads them back. ``"full"`` (the default) keeps state in the parameter
+dtype.
 
 On the GPU: when ``param`` is a device array (numba.cuda, CuPy, a detached torch CUDA
 tensor), every array must be one, and the same CUDA kernel as the optimizer classes runs.
@@ -22,28 +25,61 @@ tensor), every array must be one, and the same CUDA kernel as the optimizer clas
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
 
 from ._validation import check_betas, check_flag, check_lr, check_nonnegative, check_number
-from .kernels import adagrad, adam, backend, rmsprop, sgd
+from .kernels import adagrad, adam, backend, blockwise, rmsprop, sgd
 from .kernels.precision import check_precision, state_dtype
-
-FUNCTIONAL_PRECISIONS = ("full", "bfloat16")
-"""The ``state_precision`` values the functional layer takes (one array per state)."""
 
 
 def _precision(value):
-    """A checked ``state_precision`` the functional layer can run."""
-    precision = check_precision(value)
-    if precision not in FUNCTIONAL_PRECISIONS:
-        raise ValueError(
-            f"state_precision={precision!r} is not supported by fastopt.functional (expected "
-            + " or ".join(repr(p) for p in FUNCTIONAL_PRECISIONS)
-            + "): its blockwise state needs per-block scales; use the optimizer classes"
+    """A checked ``state_precision``."""
+    return check_precision(value)
+
+
+_workspaces = threading.local()
+
+
+def _workspace(where, states, dtype):
+    """The 8-bit kernels' workspace for this thread (kept, so a call allocates nothing)."""
+    cache = _workspaces.__dict__.setdefault("by_key", {})
+    key = (where.name, states, np.dtype(dtype).str)
+    if key not in cache:
+        cache[key] = where.block_workspace(states, dtype)
+    return cache[key]
+
+
+def _checked_scales(name, pair, where, size, dtype):
+    """``(codes, absmax)`` of an 8-bit state argument, absmax checked."""
+    if not isinstance(pair, tuple) or len(pair) != 2:
+        raise TypeError(
+            f"{name} must be a (codes, absmax) pair with state_precision='8bit', but got "
+            f"{type(pair).__name__} (fastopt.functional.encode_8bit makes one)"
         )
-    return precision
+    codes, absmax = pair
+    blocks = blockwise.blocks_of(size)
+    flat = where.check_like(f"{name} absmax", absmax, (blocks,), dtype, "param")
+    if not where.layout(absmax)[3]:
+        raise ValueError(f"{name} absmax must be writeable, but the array is read-only")
+    return codes, flat
+
+
+def encode_8bit(values: np.ndarray, signed: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, absmax)`` holding float ``values`` as 8-bit state (one group, blocks of
+    256 from the first element), rounded as a step rounds; ``signed=False`` for sums and
+    averages of squares (see :mod:`fastopt.kernels.blockwise`).
+    """
+    values = np.ascontiguousarray(values).reshape(-1)
+    return blockwise.quantize(values, check_flag("signed", signed), [(0, values.size)])
+
+
+def decode_8bit(codes: np.ndarray, absmax: np.ndarray, signed: bool = True, dtype=np.float32):
+    """The values of 8-bit state made by :func:`encode_8bit` or a functional step."""
+    codes = np.ascontiguousarray(codes).reshape(-1)
+    return blockwise.dequantize(codes, np.asarray(absmax), signed, [(0, codes.size)], dtype)
 
 
 def _check_state_dtype(name, actual, precision, expected):
@@ -71,6 +107,8 @@ def _prepare(param, grad, *, precision="full", unused=(), **state):
     shape, dtype = where.layout(param)[:2]
     expected = state_dtype(precision, dtype)
     arrays.append(where.check_like("grad", grad, shape, dtype, "param"))
+    size = arrays[0].size
+    scales = []
     if where.overlaps(grad, param):
         raise ValueError(
             "grad must not share memory with param: the update writes param while it reads "
@@ -80,9 +118,14 @@ def _prepare(param, grad, *, precision="full", unused=(), **state):
     for name, array in state.items():
         if name in unused:
             arrays.append(where.empty(0, expected))
+            scales.append(where.empty(0, dtype))
             continue
         if array is None:
             raise ValueError(f"{name} is required (got None)")
+        if precision == "8bit":
+            array, absmax = _checked_scales(name, array, where, size, dtype)
+            scales.append(absmax)
+            given[f"{name} absmax"] = absmax
         if where.owns(array) and tuple(where.layout(array)[0]) == tuple(shape):
             _check_state_dtype(name, np.dtype(where.layout(array)[1]), precision, expected)
         flat = where.check_like(name, array, shape, expected, "param")
@@ -93,6 +136,13 @@ def _prepare(param, grad, *, precision="full", unused=(), **state):
                 raise ValueError(f"{name} must not share memory with {other}")
         given[name] = array
         arrays.append(flat)
+    if precision == "8bit":
+        for name, absmax in list(given.items())[2:]:
+            if name.endswith(" absmax"):
+                for other, value in given.items():
+                    if other != name and where.overlaps(absmax, value):
+                        raise ValueError(f"{name} must not share memory with {other}")
+        arrays += [*scales, _workspace(where, len(scales), dtype)]
     return where, arrays, precision
 
 
@@ -136,7 +186,8 @@ def sgd_(
 ) -> None:
     """One SGD update in place (see :class:`fastopt.SGD`); ``first_step`` copies the
     gradient into ``momentum_buffer`` as torch does on the first update. With
-    ``state_precision="bfloat16"``, ``momentum_buffer`` holds bfloat16 words (``uint16``).
+    ``state_precision="bfloat16"``, ``momentum_buffer`` holds bfloat16 words
+    (``uint16``); with "8bit", ``(codes, absmax)`` pairs (see the module docstring).
     """
     precision = _precision(state_precision)
     lr = _lr(lr)
@@ -185,7 +236,8 @@ def adagrad_(
     state_precision: str = "full",
 ) -> None:
     """One Adagrad update in place (see :class:`fastopt.Adagrad`); with
-    ``state_precision="bfloat16"``, ``state_sum`` holds bfloat16 words (``uint16``).
+    ``state_precision="bfloat16"``, ``state_sum`` holds bfloat16 words
+    (``uint16``); with "8bit", ``(codes, absmax)`` pairs (see the module docstring).
     """
     precision = _precision(state_precision)
     step = _check_step(step)
@@ -221,9 +273,15 @@ def rmsprop_(
     state_precision: str = "full",
 ) -> None:
     """One RMSprop update in place (see :class:`fastopt.RMSprop`); with
-    ``state_precision="bfloat16"`` every state array holds bfloat16 words (``uint16``).
+    ``state_precision="bfloat16"`` every state array holds bfloat16 words
+    (``uint16``); with "8bit", ``(codes, absmax)`` pairs (see the module docstring).
     """
     precision = _precision(state_precision)
+    if precision == "8bit" and check_flag("centered", centered):
+        raise ValueError(
+            "centered=True with state_precision='8bit' is not supported (see fastopt.RMSprop): "
+            "use state_precision='bfloat16'"
+        )
     lr = _lr(lr)
     alpha = check_number("alpha value", alpha, "0 <= alpha <= 1", lambda v: 0 <= v <= 1)
     eps = check_nonnegative("epsilon value", eps)
@@ -273,7 +331,8 @@ def adam_(
     state_precision: str = "full",
 ) -> None:
     """One Adam/AdamW update in place (see :class:`fastopt.Adam`); with
-    ``state_precision="bfloat16"`` every state array holds bfloat16 words (``uint16``).
+    ``state_precision="bfloat16"`` every state array holds bfloat16 words
+    (``uint16``); with "8bit", ``(codes, absmax)`` pairs (see the module docstring).
     """
     precision = _precision(state_precision)
     step = _check_step(step)

@@ -5,7 +5,7 @@ import pytest
 
 import fastopt
 from fastopt import functional as F
-from fastopt.kernels.precision import PRECISIONS
+from fastopt.kernels import blockwise
 
 
 def test_adam_matches_the_class(rng):
@@ -237,10 +237,52 @@ def test_bfloat16_state_dtype_is_checked_before_touching_anything(rng):
     assert p.tobytes() == before.tobytes() and not m.any() and not v.any()
 
 
-def test_blockwise_precision_is_refused_by_the_functional_layer(rng):
-    if "8bit" not in PRECISIONS:
-        pytest.skip("no blockwise state_precision")
-    p = rng.standard_normal(10).astype(np.float32)
-    m = np.zeros(10, np.uint8)
-    with pytest.raises(ValueError, match=r"state_precision='8bit' is not supported by fastopt"):
-        F.adagrad_(p, np.ones(10, np.float32), m, step=1, state_precision="8bit")
+EIGHT_BIT_CALLS = BF16_CALLS[:3] + [
+    (
+        lambda p, g, s, t, sp: F.rmsprop_(
+            p, g, s["square_avg"], None, s["momentum_buffer"], lr=0.01, momentum=0.5,
+            state_precision=sp,
+        ),
+        lambda p, sp: fastopt.RMSprop(p, lr=0.01, momentum=0.5, state_precision=sp),
+    )
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [5000, 20_000])  # the serial and the threaded kernel
+@pytest.mark.parametrize("call, make_opt", EIGHT_BIT_CALLS, ids=BF16_IDS)
+def test_8bit_functional_updates_match_the_classes(call, make_opt, size, rng):
+    p0 = rng.standard_normal(size).astype(np.float32)
+    p1, p2 = p0.copy(), p0.copy()
+    opt = make_opt(p1, "8bit")
+    assert opt.state_precision == "8bit"
+    state = {
+        name: (opt.state[name].copy(), opt.state[name + "_absmax"].copy())
+        for name in opt.state.names()
+    }
+    grads = rng.standard_normal((5, size)).astype(np.float32)
+    for step, g in enumerate(grads, start=1):
+        opt.step(g)
+        call(p2, g, state, step, "8bit")
+    assert p1.tobytes() == p2.tobytes()
+    for name, (codes, absmax) in state.items():
+        assert codes.tobytes() == opt.state[name].tobytes(), name
+        assert absmax.tobytes() == opt.state[name + "_absmax"].tobytes(), name
+    signed = name not in blockwise.UNSIGNED_STATE  # the last buffer: decoded the same way
+    np.testing.assert_array_equal(F.decode_8bit(codes, absmax, signed), opt.state.decoded(name))
+
+
+def test_8bit_functional_arguments_are_checked_before_touching_anything(rng):
+    p = rng.standard_normal(600).astype(np.float32)
+    g = rng.standard_normal(600).astype(np.float32)
+    m, v = F.encode_8bit(np.zeros(600, np.float32)), F.encode_8bit(np.zeros(600), False)
+    before = p.copy()
+    with pytest.raises(TypeError, match=r"exp_avg must be a \(codes, absmax\) pair"):
+        F.adam_(p, g, m[0], v, step=1, state_precision="8bit")
+    with pytest.raises(ValueError, match=r"exp_avg_sq absmax must have the shape of param: "
+                                         r"expects \(3,\) but got \(2,\)"):  # fmt: skip
+        F.adam_(p, g, m, (v[0], v[1][:2]), step=1, state_precision="8bit")
+    with pytest.raises(TypeError, match=r"exp_avg_sq absmax must have the dtype of param"):
+        F.adam_(p, g, m, v, step=1, state_precision="8bit")  # float64 scales of encode_8bit
+    with pytest.raises(ValueError, match=r"centered=True with state_precision='8bit'"):
+        F.rmsprop_(p, g, v, m, centered=True, state_precision="8bit")
+    assert p.tobytes() == before.tobytes() and not m[0].any() and not m[1].any()
