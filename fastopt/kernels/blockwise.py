@@ -23,11 +23,16 @@ block holding a NaN or an infinity stores a NaN scale: all its elements read bac
 (use ``skip_nonfinite`` to keep a non-finite gradient out of the state). A block of zeros
 has scale 0.
 
-A step is one pass over the buffers: for each block it decodes the state into a small
-per-thread workspace (``BLOCK`` elements per state, in cache), runs the algorithm's
-full-precision update loop on the block, then takes the new absmax and encodes the block.
-The arithmetic is exactly the full-precision arithmetic; the parameters are updated with
-the unrounded new state.
+A value reads back as ``code_value * (absmax / TOP)``, the scale computed first (in the
+parameter dtype). A block whose absmax is below the smallest normal float32 (``2**-126``)
+is stored as zeros, since ``TOP / absmax`` would overflow.
+
+A step is one pass over the buffers: each host thread takes :data:`TILE_BLOCKS` blocks at a
+time, decodes their state into its workspace (in cache), runs the algorithm's
+full-precision update loop on them, then takes each block's new absmax and encodes it. On
+the GPU one CUDA block of ``BLOCK`` threads handles one block, with its absmax from a
+shared-memory maximum. The arithmetic is exactly the full-precision arithmetic; the
+parameters are updated with the unrounded new state.
 
 The choice of code over the dynamic quantisation map of Dettmers et al. (2021): the same
 dynamic range per block (a floating-point exponent) with a fixed 3-bit mantissa, encoded
