@@ -21,6 +21,7 @@ from .._validation import check_number, scheduled_lr
 from ..kernels import adagrad, adam, rmsprop, sgd
 from ..kernels.clipping import clipped_scale
 from ..kernels.host import HOST, count_nonfinite, grad_sumsq_parallel, grad_sumsq_serial
+from ..kernels.precision import check_precision, state_dtype
 from .flat import FlatBuffers, host_zeros
 
 
@@ -42,7 +43,15 @@ class FlatOptimizer(torch.optim.Optimizer):
         *,
         max_grad_norm: float | None = None,
         skip_nonfinite: bool = False,
+        state_precision: str = "full",
     ) -> None:
+        self.state_precision = check_precision(state_precision)
+        if self.state_precision == "8bit":
+            raise ValueError(
+                "state_precision='8bit' is not supported by fastopt.torch yet: its blocks "
+                "would have to follow the runs of parameters that have a gradient, which "
+                "change from step to step; use 'bfloat16' (or fastopt.Adam on a FlatParams)"
+            )
         if defaults.get("foreach") and defaults.get("fused"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         for key in ("capturable", "differentiable"):
@@ -94,8 +103,13 @@ class FlatOptimizer(torch.optim.Optimizer):
         key = (dtype, name)
         if key not in self._buffers:
             size = self._flat.data[dtype].numel()
-            self._buffers[key] = torch.from_numpy(host_zeros(size, dtype))
-            self._host_buffers[key] = self._buffers[key].numpy()
+            if self.state_precision == "bfloat16":  # uint16 words, seen by torch as bfloat16
+                words = np.zeros(size, np.uint16)
+                self._buffers[key] = torch.from_numpy(words.view(np.int16)).view(torch.bfloat16)
+                self._host_buffers[key] = words
+            else:
+                self._buffers[key] = torch.from_numpy(host_zeros(size, dtype))
+                self._host_buffers[key] = self._buffers[key].numpy()
         return self._buffers[key]
 
     def _state_view(self, i: int, name: str) -> torch.Tensor:
@@ -199,7 +213,7 @@ class FlatOptimizer(torch.optim.Optimizer):
             state = [self._host_state(dtype, name, group, start, stop)
                      for name in self.algorithm.state]  # fmt: skip
             scale = -factor if group["maximize"] else factor
-            kernel = HOST.update_kernel(self.algorithm, stop - start)
+            kernel = HOST.update_kernel(self.algorithm, stop - start, self.state_precision)
             kernel(
                 self._flat.host_data[dtype][start:stop],
                 self._flat.host_grad[dtype][start:stop],
@@ -212,7 +226,7 @@ class FlatOptimizer(torch.optim.Optimizer):
 
     def _host_state(self, dtype, name, group, start, stop):
         if name not in self._state_names(group):
-            return np.empty(0, self._flat.host_data[dtype].dtype)
+            return np.empty(0, state_dtype(self.state_precision, self._flat.host_data[dtype].dtype))
         self._buffer(dtype, name)
         return self._host_buffers[(dtype, name)][start:stop]
 
@@ -329,6 +343,9 @@ class SGD(FlatOptimizer):
         ``torch.nn.utils.clip_grad_norm_`` followed by the step, with no extra pass).
     skip_nonfinite : bool, default False
         Skip the whole step when a gradient holds NaN or inf.
+    state_precision : {"full", "bfloat16"}, default "full"
+        Store the state in bfloat16 (``torch.bfloat16`` tensors, half the memory; see
+        ``docs/low-precision.md``). "8bit" is not supported here yet.
 
     Notes
     -----
@@ -356,12 +373,17 @@ class SGD(FlatOptimizer):
         fused: bool | None = None,
         max_grad_norm: float | None = None,
         skip_nonfinite: bool = False,
+        state_precision: str = "full",
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
                         foreach=foreach, differentiable=differentiable, fused=fused)  # fmt: skip
         super().__init__(
-            params, defaults, max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite
+            params,
+            defaults,
+            max_grad_norm=max_grad_norm,
+            skip_nonfinite=skip_nonfinite,
+            state_precision=state_precision,
         )
 
     def _check_group(self, group):
@@ -420,12 +442,17 @@ class Adagrad(FlatOptimizer):
         fused: bool | None = None,
         max_grad_norm: float | None = None,
         skip_nonfinite: bool = False,
+        state_precision: str = "full",
     ) -> None:
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, foreach=foreach,
                         maximize=maximize, differentiable=differentiable, fused=fused)  # fmt: skip
         super().__init__(
-            params, defaults, max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite
+            params,
+            defaults,
+            max_grad_norm=max_grad_norm,
+            skip_nonfinite=skip_nonfinite,
+            state_precision=state_precision,
         )
 
     def _check_group(self, group):
@@ -488,12 +515,17 @@ class RMSprop(FlatOptimizer):
         *,
         max_grad_norm: float | None = None,
         skip_nonfinite: bool = False,
+        state_precision: str = "full",
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                         maximize=maximize, differentiable=differentiable)  # fmt: skip
         super().__init__(
-            params, defaults, max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite
+            params,
+            defaults,
+            max_grad_norm=max_grad_norm,
+            skip_nonfinite=skip_nonfinite,
+            state_precision=state_precision,
         )
 
     def _check_group(self, group):
@@ -556,6 +588,7 @@ class Adam(FlatOptimizer):
         decoupled_weight_decay: bool | None = None,
         max_grad_norm: float | None = None,
         skip_nonfinite: bool = False,
+        state_precision: str = "full",
     ) -> None:
         if decoupled_weight_decay is None:
             decoupled_weight_decay = self._decoupled_default
@@ -564,7 +597,11 @@ class Adam(FlatOptimizer):
                         capturable=capturable, differentiable=differentiable, fused=fused,
                         decoupled_weight_decay=decoupled_weight_decay)  # fmt: skip
         super().__init__(
-            params, defaults, max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite
+            params,
+            defaults,
+            max_grad_norm=max_grad_norm,
+            skip_nonfinite=skip_nonfinite,
+            state_precision=state_precision,
         )
 
     def _check_group(self, group):
@@ -611,10 +648,11 @@ class AdamW(Adam):
         fused: bool | None = None,
         max_grad_norm: float | None = None,
         skip_nonfinite: bool = False,
+        state_precision: str = "full",
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
             capturable=capturable, differentiable=differentiable, fused=fused,
             decoupled_weight_decay=True, max_grad_norm=max_grad_norm,
-            skip_nonfinite=skip_nonfinite,
+            skip_nonfinite=skip_nonfinite, state_precision=state_precision,
         )  # fmt: skip

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 torch = importlib.import_module("torch") if os.environ.get("CI") else pytest.importorskip("torch")
@@ -515,3 +516,68 @@ def test_torchs_argument_errors():
         ft.Adam([p], foreach=True, fused=True)
     with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
         ft.Adam([p], lr=torch.tensor([0.1, 0.2]))
+
+
+BF16_CASES = [CASES[1], CASES[3], CASES[5], CASES[7], CASES[9]]
+BF16_IDS = ["sgd", "adagrad", "rmsprop", "adam", "adamw"]
+
+
+@pytest.mark.parametrize("name, options", BF16_CASES, ids=BF16_IDS)
+def test_bfloat16_state_is_bit_equal_to_fastopt_on_the_same_flat_buffer(name, options):
+    """With state_precision="bfloat16" the state is torch.bfloat16 tensors (views of the
+    flat uint16 words the kernels update) and the steps are fastopt's bfloat16 steps.
+    """
+    x, y = data(torch.float32)
+    model = network()
+    opt = getattr(ft, name)(model.parameters(), state_precision="bfloat16", **options)
+    (flat,) = opt._flat.data.values()
+    (flat_grad,) = opt._flat.grad.values()
+    copy = flat.numpy().copy()
+    plain = getattr(fastopt, name)(copy, state_precision="bfloat16", **options)
+    for _ in range(20):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        plain.step(flat_grad.numpy().copy())
+        opt.step()
+        assert flat.numpy().tobytes() == copy.tobytes()
+    for name_ in plain.state.names():
+        words = next(v for k, v in opt._host_buffers.items() if k[1] == name_)
+        assert words.dtype == np.uint16 and words.tobytes() == plain.state[name_].tobytes()
+    entry = opt.state[next(iter(model.parameters()))]
+    assert all(v.dtype == torch.bfloat16 for k, v in entry.items() if k != "step")
+
+
+@pytest.mark.parametrize("name, options", [BF16_CASES[0], BF16_CASES[3]], ids=["sgd", "adam"])
+def test_bfloat16_state_dicts_resume_exactly_and_load_into_torch(name, options):
+    x, y = data(torch.float32)
+    uninterrupted = network()
+    whole = getattr(ft, name)(uninterrupted.parameters(), state_precision="bfloat16", **options)
+    train(uninterrupted, whole, x, y, 30)
+    first = network()
+    ours = getattr(ft, name)(first.parameters(), state_precision="bfloat16", **options)
+    train(first, ours, x, y, 15)
+    sd = ours.state_dict()
+    # a bfloat16 run resumes bit for bit
+    second = network()
+    second.load_state_dict(first.state_dict())
+    resumed = getattr(ft, name)(second.parameters(), state_precision="bfloat16", **options)
+    resumed.load_state_dict(sd)
+    train(second, resumed, x, y, 15)
+    assert max_difference(second, uninterrupted) == 0
+    # torch.optim takes the state as float32 values, exactly
+    third = network()
+    third.load_state_dict(first.state_dict())
+    theirs = getattr(torch.optim, name)(third.parameters(), foreach=False, **options)
+    theirs.load_state_dict(sd)
+    for p, q in zip(first.parameters(), third.parameters()):
+        for key, value in ours.state[p].items():
+            if key != "step":
+                assert theirs.state[q][key].dtype == torch.float32
+                assert torch.equal(theirs.state[q][key], value.float())
+
+
+def test_8bit_state_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match=r"state_precision='8bit' is not supported by fastopt"):
+        ft.Adam(network().parameters(), state_precision="8bit")
+    with pytest.raises(ValueError, match=r"Invalid state_precision: 'fp8'"):
+        ft.SGD(network().parameters(), lr=0.1, state_precision="fp8")
