@@ -3,24 +3,15 @@ save_checkpoint / load_checkpoint (one file, atomic, bit-exact resume), last_lr 
 and the optimizer repr.
 """
 
-import io
 import json
 import os
 
 import numpy as np
 import pytest
+from state_helpers import through_npz
 
 import fastopt
 from fastopt import schedules as S
-
-
-def through_npz(sd):
-    """``sd`` after np.savez / np.load (0-d arrays for numbers and text), without pickle."""
-    file = io.BytesIO()
-    np.savez(file, **sd)
-    file.seek(0)
-    with np.load(file, allow_pickle=False) as saved:
-        return {k: saved[k] for k in saved.files}
 
 
 def snapshot(fp, opt):
