@@ -225,7 +225,7 @@ DRIVERS = {1: blockwise_1, 3: blockwise_3}
 
 
 # -- whole buffers on the host (NumPy; for state_dict conversions and decoded values) -----
-def _segment_blocks(bounds):
+def segment_blocks(bounds):
     """``(element start, element stop, first block)`` of each segment ``[start, stop)``."""
     first, out = 0, []
     for start, stop in bounds:
@@ -268,7 +268,7 @@ def dequantize(codes, absmax, signed, bounds, dtype):
     dtype = np.dtype(dtype)
     table = _code_values(signed).astype(dtype)
     out = np.empty(codes.size, dtype)
-    for start, stop, first in _segment_blocks(bounds):
+    for start, stop, first in segment_blocks(bounds):
         rows = _blocked(codes, start, stop)
         scales = absmax[first : first + rows.shape[0]].astype(dtype) / dtype.type(TOP)
         out[start:stop] = (table[rows] * scales[:, None]).reshape(-1)[: stop - start]
@@ -284,7 +284,7 @@ def quantize(values, signed, bounds):
     codes = np.zeros(values.size, np.uint8)
     absmax = np.zeros(absmax_size(bounds), dtype)
     table = _code_values(True)[:128] if signed else _code_values(False)
-    for start, stop, first in _segment_blocks(bounds):
+    for start, stop, first in segment_blocks(bounds):
         rows = _blocked(values, start, stop)
         with np.errstate(over="ignore", invalid="ignore"):
             magnitudes = np.abs(rows.astype(np.float32))
@@ -321,7 +321,7 @@ def block_index(bounds, position):
     (a group start or stop, or ``BLOCK`` elements apart from its start); ValueError for any
     other position, which would cut a block in two.
     """
-    for start, stop, first in _segment_blocks(bounds):
+    for start, stop, first in segment_blocks(bounds):
         if start <= position <= stop:
             offset = position - start
             if position != stop and offset % BLOCK:

@@ -6,7 +6,7 @@ import math
 from typing import Any, NamedTuple
 
 from ..buffers import FlatParams
-from ..kernels.blockwise import blocks_of
+from ..kernels.blockwise import blocks_of, segment_blocks
 from ..kernels.clipping import clipped_scale
 from ..kernels.precision import state_dtype
 from .state import ABSMAX
@@ -123,12 +123,11 @@ class StepPlan:
 
 def block_slices(slices):
     """The slice of the per-block scales of each group (blocks start at each group)."""
-    out, first = [], 0
-    for s in slices:
-        blocks = blocks_of(s.stop - s.start)
-        out.append(slice(first, first + blocks))
-        first += blocks
-    return out
+    bounds = [(s.start, s.stop) for s in slices]
+    return [
+        slice(first, first + blocks_of(stop - start))
+        for start, stop, first in segment_blocks(bounds)
+    ]
 
 
 def read_norm(reported):
