@@ -30,11 +30,12 @@ state; then each block is encoded on its own: ``absmax`` is the largest ``|float
 of the block (NaN, and every code 0, when one of them is NaN or infinite; 0 when it is
 below the smallest normal float32, 2**-126), ``y =
 float32(|x| * (TOP / absmax))`` (0 when ``absmax`` is 0) and the code is the one whose value
-is nearest to ``y``, ties to the even code; a signed state sets the sign bit (0x80) for ``x
-< 0``. The 256 code values are built here from the format definitions (:func:`code_values`)
-and the nearest one is found by counting the midpoints between neighbouring values that
-lie below ``y`` (exact: a midpoint has 5 significant bits), independently of fastopt's
-bit-operation encoder and its table search.
+is nearest to ``y``, a tie going to the larger value, except that ``y`` below ``17/16 *
+2**-bias`` gets code 0 (zero); a signed state sets the sign bit (0x80) for ``x < 0``. The
+256 code values are built here from the format definitions (:func:`code_values`) and the
+code is found by counting the thresholds (that lowest one, then the midpoints between
+neighbouring values, all exact) at or below ``y``, independently of fastopt's
+bit-operation encoder.
 """
 
 import functools
@@ -47,7 +48,8 @@ BLOCK = 256
 TOP = 1.875
 ABSMAX = "_absmax"
 UNSIGNED = frozenset({"sum", "square_avg", "exp_avg_sq", "max_exp_avg_sq"})
-"""States that are never negative: 8-bit e5m3 codes; every other state is sign + e4m3."""
+"""States that are never negative: 8-bit unsigned codes (bias 31); every other state is a
+sign bit and 7 bits (bias 15)."""
 
 
 def _to_bfloat16(values):
@@ -82,24 +84,27 @@ def _from_bfloat16(words, dtype=np.float32):
 @functools.cache
 def _code_values(signed):
     """The float64 value (all exact in float32) of each of the 256 codes, from the format
-    definitions: unsigned e5m3 (``c = e << 3 | m``, bias 31: ``m * 2**-33`` for ``e = 0``,
-    else ``(1 + m / 8) * 2**(e - 31)``) or signed (``0x80`` the sign, then e4m3 with bias
-    15: ``m * 2**-17`` for ``e = 0``, else ``(1 + m / 8) * 2**(e - 15)``).
+    definitions: the magnitude code ``c`` (the code, or its low 7 bits when signed, ``0x80``
+    the sign) is 0 for zero, else ``c = e << 3 | m`` stands for ``(1 + m / 8) * 2**(e -
+    bias)``, with bias 31 unsigned and 15 signed. Both signed zeros are +0.
     """
     values = np.empty(256)
+    bias = 15 if signed else 31
     for code in range(256):
-        if signed:
-            e, m, bias, subnormal = (code >> 3) & 15, code & 7, 15, 2.0**-17
-        else:
-            e, m, bias, subnormal = code >> 3, code & 7, 31, 2.0**-33
-        value = m * subnormal if e == 0 else (1 + m / 8) * 2.0 ** (e - bias)
-        values[code] = -value if signed and code & 0x80 else value
+        c = code & 0x7F if signed else code
+        value = 0.0 if c == 0 else (1 + (c & 7) / 8) * 2.0 ** ((c >> 3) - bias)
+        values[code] = -value if signed and code & 0x80 and c else value
     values.flags.writeable = False
     return values
 
 
 def code_values(signed):
     return _code_values(signed).copy()
+
+
+def zero_threshold(signed):
+    """The smallest ``y`` given a nonzero code: ``17/16 * 2**-bias``."""
+    return 17 / 16 * 2.0 ** -(15 if signed else 31)
 
 
 def _magnitudes(signed):
@@ -110,19 +115,15 @@ def _magnitudes(signed):
 
 
 def nearest_code(y, signed):
-    """The magnitude code nearest to each float32 ``y >= 0`` (ties to the even code; above
-    the top value: the top code): the number of midpoints below ``y``, plus one at a tie
-    whose upper code is even.
+    """The magnitude code of each float32 ``y >= 0``: the number of thresholds at or below
+    ``y`` (the zero threshold, then the midpoints between neighbouring nonzero code values,
+    all exact in float64), so ties go to the larger value; above the top value, the top
+    code.
     """
     table = _magnitudes(signed)
-    mids = (table[:-1] + table[1:]) / 2  # exact in float64
+    thresholds = np.concatenate([[zero_threshold(signed)], (table[1:-1] + table[2:]) / 2])
     y = np.asarray(y, np.float64)
-    below = np.searchsorted(mids, y, side="left")  # midpoints < y
-    tie = np.zeros(y.shape, bool)
-    inside = below < mids.size
-    tie[inside] = mids[below[inside]] == y[inside]
-    code = below + (tie & ((below + 1) % 2 == 0))
-    return code.astype(np.uint8)
+    return np.searchsorted(thresholds, y, side="right").astype(np.uint8)
 
 
 def _blocks(array, fill=0):

@@ -6,22 +6,28 @@ the parameter dtype). Blocks start at each parameter group's first element (the 
 block of a group may be shorter), so every group's kernel owns whole blocks.
 
 The byte is a small floating-point code of the element's magnitude relative to its block,
-``y = |x| * TOP / absmax`` in ``[0, TOP]``, rounded to the nearest code (ties to the even
-code) from the float32 value of ``y``:
+``y = |x| * TOP / absmax`` in ``[0, TOP]``, taken from the float32 value of ``y``. A
+nonzero code ``c`` (``c & 127`` for a signed state) has ``e = c >> 3`` and ``m = c & 7``
+and stands for ``(1 + m / 8) * 2**(e - bias)``; code 0 stands for zero:
 
 * unsigned states (sums and averages of squares: ``sum``, ``square_avg``,
-  ``exp_avg_sq``, ``max_exp_avg_sq``): 5 exponent and 3 mantissa bits, covering
-  ``2**-33 .. 1.875`` (32 binades, 8 steps each);
-* signed states (momenta and first moments): a sign bit, 4 exponent and 3 mantissa bits,
-  covering ``2**-17 .. 1.875`` (16 binades).
+  ``exp_avg_sq``, ``max_exp_avg_sq``): 8 bits, ``bias = 31``, from ``1.125 * 2**-31``
+  to ``1.875`` (32 binades, 8 steps each);
+* signed states (momenta and first moments): a sign bit (``0x80``), then 7 bits with
+  ``bias = 15``, from ``1.125 * 2**-15`` to ``1.875`` (16 binades). ``0x00`` and ``0x80``
+  both read as ``+0``.
 
-The largest magnitude of a block maps exactly to the top code ``TOP = 1.875``. A value is
-then within half a code step of itself: a relative error of at most ``2**-4`` (6.25%)
-above the smallest normal code, and an absolute error of at most half the smallest step
-(``absmax * 2**-34 / 1.875`` unsigned, ``absmax * 2**-18 / 1.875`` signed) below it. A
-block holding a NaN or an infinity stores a NaN scale: all its elements read back as NaN
-(use ``skip_nonfinite`` to keep a non-finite gradient out of the state). A block of zeros
-has scale 0.
+A code's value is the float32 whose upper 12 bits are ``c + 768`` (unsigned) or ``c & 127
++ 896`` (signed, with the sign bit), and ``y`` is encoded by rounding its float32 bits at
+bit 20, half up: ``code = (bits(y) + 2**19) >> 20`` less the offset, at least 0. So ``y``
+gets the nearest code value, a tie going to the larger one, down to the threshold
+``ZERO = 17/16 * 2**-bias``; below it, code 0. The largest magnitude of a block maps
+exactly to the top code ``TOP = 1.875``. Above ``ZERO`` a value is stored to a relative
+error of at most ``2**-4`` (6.25%; 1/17 at worst); below it, it reads as 0, an absolute
+error under ``ZERO * absmax / TOP`` (``2**-31.8`` of absmax unsigned, ``2**-15.8``
+signed). A block holding a NaN or an infinity stores a NaN scale: all its elements read
+back as NaN (use ``skip_nonfinite`` to keep a non-finite gradient out of the state). A
+block of zeros has scale 0.
 
 A value reads back as ``code_value * (absmax / TOP)``, the scale computed first (in the
 parameter dtype). A block whose absmax is below the smallest normal float32 (``2**-126``)
@@ -35,9 +41,11 @@ shared-memory maximum. The arithmetic is exactly the full-precision arithmetic; 
 parameters are updated with the unrounded new state.
 
 The choice of code over the dynamic quantisation map of Dettmers et al. (2021): the same
-dynamic range per block (a floating-point exponent) with a fixed 3-bit mantissa, encoded
-and decoded with a few integer operations instead of a table search, so the loop
-vectorises. Buffers of fewer than :data:`MIN_SIZE` elements keep full-precision state.
+dynamic range per block (a floating-point exponent) with a fixed 3-bit mantissa, decoded
+and encoded with a handful of integer operations on float32 bits instead of a table
+search, so the loops vectorise; no subnormal codes and no ties-to-even, which would cost
+several operations more per element on a step that is bound by arithmetic on the host.
+Buffers of fewer than :data:`MIN_SIZE` elements keep full-precision state.
 """
 
 import numpy as np
@@ -55,10 +63,12 @@ TOP = 1.875
 UNSIGNED_STATE = frozenset({"sum", "square_avg", "exp_avg_sq", "max_exp_avg_sq"})
 """State buffers that are never negative: stored with the unsigned code."""
 
-_U_BIAS, _S_BIAS = 31, 15  # exponent biases: e5m3 and e4m3 with TOP at the top code
-_U_SUBNORMAL = 2.0 ** (1 - _U_BIAS - 3)  # one step of the subnormal codes
-_S_SUBNORMAL = 2.0 ** (1 - _S_BIAS - 3)
-_ROUND_TO_INTEGER = 2.0**23  # adding and subtracting it rounds a small float to an integer
+UNSIGNED_BIAS, SIGNED_BIAS = 31, 15
+"""Exponent biases of the codes: code ``8 * bias`` is 1.0."""
+ZERO_UNSIGNED, ZERO_SIGNED = 17 / 16 * 2.0**-UNSIGNED_BIAS, 17 / 16 * 2.0**-SIGNED_BIAS
+"""The smallest ``y`` given a nonzero code; below it, code 0 (zero)."""
+_U_OFFSET = (127 - UNSIGNED_BIAS) << 3  # a code plus this: the upper 12 bits of its float32
+_S_OFFSET = (127 - SIGNED_BIAS) << 3
 _INF_BITS = 0x7F800000  # float32 bits: an infinity; above it, NaNs
 _MIN_NORMAL_BITS = 0x00800000  # the smallest normal float32, 2**-126
 
@@ -69,57 +79,44 @@ def blocks_of(size):
 
 
 # -- per-element codes (compiled by each backend) ------------------------------------------
-# Branch-free 32-bit integer arithmetic, so that the block loops vectorise: ``normal`` is 1
-# for a code (or a value) in the normal range and 0 in the subnormal one. The operations
-# (add, shr, bits32, ...) are bound per backend: see fastopt.kernels.int32.
+# Branch-free 32-bit integer arithmetic on float32 bits, so that the block loops vectorise.
+# The operations (add, shr, bits32, ...) are bound per backend: see fastopt.kernels.int32.
 
 
 def decode_unsigned(code):
-    """The float32 value in ``[0, TOP]`` of an unsigned (e5m3) code."""
+    """The float32 value in ``[0, TOP]`` of an unsigned code."""
     c = int32(code)  # noqa: F821
-    e = shr(c, 3)  # noqa: F821
-    normal = shr(add(e, 31), 5)  # noqa: F821
-    significand = bit_or(shl(normal, 3), bit_and(c, 7))  # noqa: F821
-    power = shl(add(sub(e, normal), 125 - _U_BIAS), 23)  # noqa: F821
-    return np.float32(significand) * float_of_bits(power)  # noqa: F821
+    value = float_of_bits(shl(add(c, _U_OFFSET), 20))  # noqa: F821
+    return value if c != 0 else np.float32(0.0)
 
 
 def decode_signed(code):
-    """The float32 value in ``[-TOP, TOP]`` of a signed (sign + e4m3) code."""
+    """The float32 value in ``[-TOP, TOP]`` of a signed code (``+0`` for both zeros)."""
     c = int32(code)  # noqa: F821
-    e = bit_and(shr(c, 3), 15)  # noqa: F821
-    normal = shr(add(e, 15), 4)  # noqa: F821
-    significand = bit_or(shl(normal, 3), bit_and(c, 7))  # noqa: F821
-    power = shl(add(sub(e, normal), 125 - _S_BIAS), 23)  # noqa: F821
-    sign = np.float32(sub(1, bit_and(shr(c, 6), 2)))  # noqa: F821
-    return np.float32(significand) * float_of_bits(power) * sign  # noqa: F821
+    magnitude = bit_and(c, 127)  # noqa: F821
+    sign = shl(bit_and(c, 128), 24)  # noqa: F821
+    value = float_of_bits(bit_or(shl(add(magnitude, _S_OFFSET), 20), sign))  # noqa: F821
+    return value if magnitude != 0 else np.float32(0.0)
 
 
-def _encode(y, bias, top_code):
-    """The nearest code of a float32 ``y`` in ``[0, TOP]`` in the format with exponent
-    ``bias`` and 3 mantissa bits (ties to the even code), at most ``top_code``.
+def _encode(y, offset, top_code):
+    """The code of a float32 ``y`` in ``[0, TOP]``: its bits rounded at bit 20 (half up),
+    less ``offset``, in ``[0, top_code]``.
     """
-    bits = bits32(y)  # noqa: F821
-    odd = bit_and(shr(bits, 20), 1)  # noqa: F821
-    normal_code = sub(shr(add(add(bits, 0x7FFFF), odd), 20), (127 - bias) << 3)  # noqa: F821
-    step = np.float32(2.0 ** (bias + 2))  # the inverse of one subnormal step
-    scaled = min(np.float32(y) * step, np.float32(16.0))  # clamped: stays in int32 range
-    subnormal_code = int32((scaled + np.float32(_ROUND_TO_INTEGER)) - np.float32(_ROUND_TO_INTEGER))  # noqa: F821, E501
-    normal = bit_and(shr(sub(127 - bias, shr(bits, 23)), 31), 1)  # noqa: F821
-    code = add(subnormal_code, mul(sub(normal_code, subnormal_code), normal))  # noqa: F821
-    return sub(code, shr(code, 8 if top_code == 255 else 7))  # noqa: F821  (one above -> top)
+    code = shr(add(bits32(y), (1 << 19) - (offset << 20)), 20)  # noqa: F821
+    return min(max(code, int32(0)), int32(top_code))  # noqa: F821
 
 
 def encode_unsigned(y):
-    """The nearest unsigned (e5m3) code of a float32 ``y`` in ``[0, TOP]`` (ties even)."""
-    return np.uint8(encode_code(y, _U_BIAS, 255))  # noqa: F821
+    """The unsigned code of a float32 ``y`` in ``[0, TOP]``."""
+    return np.uint8(encode_code(y, _U_OFFSET, 255))  # noqa: F821
 
 
 def encode_signed(y, negative):
-    """The nearest signed code of a float32 magnitude ``y`` in ``[0, TOP]``, with the sign
-    bit set for ``negative``.
+    """The signed code of a float32 magnitude ``y`` in ``[0, TOP]``, with the sign bit set
+    for ``negative``.
     """
-    code = encode_code(y, _S_BIAS, 127)  # noqa: F821
+    code = encode_code(y, _S_OFFSET, 127)  # noqa: F821
     return np.uint8(bit_or(code, shl(int32(negative), 7)))  # noqa: F821
 
 
@@ -241,18 +238,20 @@ def absmax_size(bounds):
 
 def _code_values(signed):
     """The float32 value of every code (256 entries)."""
-    c = np.arange(256, dtype=np.uint32)
+    c = np.arange(256, dtype=np.int64)
+    magnitude = c & 127 if signed else c
+    bits = (magnitude + (_S_OFFSET if signed else _U_OFFSET)) << 20
     if signed:
-        e, m, bias = (c >> 3) & 15, c & 7, _S_BIAS
-        sub = _S_SUBNORMAL
-    else:
-        e, m, bias = c >> 3, c & 7, _U_BIAS
-        sub = _U_SUBNORMAL
-    normal = (((e + 127 - bias) << 23) | (m << 20)).astype(np.uint32).view(np.float32)
-    values = np.where(e > 0, normal, m.astype(np.float32) * np.float32(sub)).astype(np.float32)
-    if signed:
-        values = np.where(c & 0x80, -values, values).astype(np.float32)
-    return values
+        bits |= (c & 0x80) << 24
+    values = bits.astype(np.uint32).view(np.float32)
+    return np.where(magnitude == 0, np.float32(0), values).astype(np.float32)
+
+
+def _codes_of(y, signed):
+    """The magnitude codes of float32 values ``y`` in ``[0, TOP]``, as a step encodes them."""
+    offset, top = (_S_OFFSET, 127) if signed else (_U_OFFSET, 255)
+    bits = np.asarray(y, np.float32).view(np.int32).astype(np.int64)
+    return np.clip((bits + (1 << 19) - (offset << 20)) >> 20, 0, top).astype(np.uint8)
 
 
 def _blocked(array, start, stop, fill=0):
@@ -277,13 +276,12 @@ def dequantize(codes, absmax, signed, bounds, dtype):
 
 def quantize(values, signed, bounds):
     """``(codes, absmax)`` of float values laid out in ``bounds``, rounded as a step
-    rounds (NumPy, a table search instead of the kernels' bit operations).
+    rounds.
     """
     dtype = np.dtype(values.dtype)
     f = dtype.type
     codes = np.zeros(values.size, np.uint8)
     absmax = np.zeros(absmax_size(bounds), dtype)
-    table = _code_values(True)[:128] if signed else _code_values(False)
     for start, stop, first in segment_blocks(bounds):
         rows = _blocked(values, start, stop)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -295,24 +293,12 @@ def quantize(values, signed, bounds):
         with np.errstate(divide="ignore", invalid="ignore"):
             inverse = np.where(amax > 0, f(TOP) / amax, f(0)).astype(dtype)
             y = (np.abs(rows) * inverse[:, None]).astype(np.float32)
-        code = _nearest(table, np.where(finite[:, None], y, 0).astype(np.float32))
+        code = _codes_of(np.where(finite[:, None], y, 0), signed)
         if signed:
             code = np.where(rows < 0, code | 0x80, code)
         code = np.where(finite[:, None], code, 0).astype(np.uint8)
         codes[start:stop] = code.reshape(-1)[: stop - start]
     return codes, absmax
-
-
-def _nearest(table, y):
-    """The index of the nearest entry of an increasing ``table`` (ties to the even index),
-    for ``y`` clipped to the table's range.
-    """
-    y = np.minimum(y, table[-1])
-    upper = np.searchsorted(table, y, side="left").clip(1, table.size - 1)
-    lower = upper - 1
-    below, above = y - table[lower], table[upper] - y
-    pick_upper = (above < below) | ((above == below) & (upper % 2 == 0))
-    return np.where(pick_upper, upper, lower).astype(np.uint8)
 
 
 # -- slicing an 8-bit state (ZeRO shards) ------------------------------------------------

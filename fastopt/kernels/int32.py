@@ -30,7 +30,6 @@ def _binary(instruction):
 
 add = _binary("add")
 sub = _binary("sub")
-mul = _binary("mul")
 shl = _binary("shl")
 shr = _binary("ashr")  # arithmetic: the sign bit is copied in
 bit_and = _binary("and_")
@@ -71,7 +70,6 @@ def float_of_bits(typingctx, a):
 HOST = {
     "add": add,
     "sub": sub,
-    "mul": mul,
     "shl": shl,
     "shr": shr,
     "bit_and": bit_and,
@@ -89,10 +87,6 @@ def _add(a, b):
 
 def _sub(a, b):
     return np.int32(np.int32(a) - np.int32(b))
-
-
-def _mul(a, b):
-    return np.int32(np.int32(a) * np.int32(b))
 
 
 def _shl(a, b):
@@ -118,7 +112,6 @@ def _int32(a):
 PORTABLE = {
     "add": _add,
     "sub": _sub,
-    "mul": _mul,
     "shl": _shl,
     "shr": _shr,
     "bit_and": _and,

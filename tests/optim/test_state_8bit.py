@@ -4,8 +4,8 @@
   codes and scales), float32 and float64, serial and threaded kernels, with parameter
   groups whose boundaries are not multiples of the block, a schedule as lr and clipping;
 * the codes: every code decodes to its format value, values at, between and around the
-  code values encode to the nearest code (ties to even), the top code for a value above
-  the top by rounding, NaN and infinite blocks, zero blocks;
+  code values encode to the nearest code (ties up, zero below the threshold), the top
+  code for a value above the top by rounding, NaN and infinite blocks, zero blocks;
 * the size threshold, error bounds against full-precision state (one step, and a stream
   of noisy-quadratic gradients), and the rest of the optimizer with 8-bit state: skipping,
   maximize, copies, shards, state_dict (npz, checkpoints, resume, conversions, bad input),
@@ -216,9 +216,9 @@ def test_a_fastopt_schedule_as_lr_matches_the_reference(name, options, rng):
 # (code, value) worked out by hand from the format definitions
 HAND_UNSIGNED = [
     (0x00, 0.0),
-    (0x01, 2.0**-33),  # smallest subnormal
-    (0x07, 7 * 2.0**-33),  # largest subnormal
-    (0x08, 2.0**-30),  # smallest normal: e = 1
+    (0x01, 1.125 * 2.0**-31),  # smallest nonzero: e = 0, m = 1
+    (0x07, 1.875 * 2.0**-31),
+    (0x08, 2.0**-30),  # e = 1
     (0x09, 1.125 * 2.0**-30),
     (0x78, 2.0**-16),  # e = 15
     (0xF8, 1.0),  # e = 31 = bias
@@ -227,11 +227,11 @@ HAND_UNSIGNED = [
 ]
 HAND_SIGNED = [
     (0x00, 0.0),
-    (0x80, -0.0),
-    (0x01, 2.0**-17),
-    (0x81, -(2.0**-17)),
-    (0x07, 7 * 2.0**-17),
-    (0x08, 2.0**-14),  # smallest normal
+    (0x80, 0.0),  # both zeros read +0
+    (0x01, 1.125 * 2.0**-15),
+    (0x81, -1.125 * 2.0**-15),
+    (0x07, 1.875 * 2.0**-15),
+    (0x08, 2.0**-14),
     (0x38, 2.0**-8),  # e = 7
     (0x78, 1.0),  # e = 15 = bias
     (0x7F, 1.875),
@@ -249,11 +249,17 @@ def test_the_reference_code_values_are_the_formats():
     unsigned, signed_table = reference.code_values(False), reference.code_values(True)
     assert np.all(np.diff(unsigned) > 0)  # increasing: the code is an order on magnitudes
     assert np.all(np.diff(signed_table[:128]) > 0)
-    np.testing.assert_array_equal(signed_table[128:], -signed_table[:128])
-    # subnormal steps continue the first normal binade's steps
-    np.testing.assert_array_equal(np.diff(unsigned[:17]), 2.0**-33)
-    np.testing.assert_array_equal(np.diff(signed_table[:17]), 2.0**-17)
-    assert unsigned[8 * 31] == 1.0 and signed_table[8 * 15] == 1.0
+    np.testing.assert_array_equal(signed_table[129:], -signed_table[1:128])
+    # 8 evenly spaced steps per binade, from the first nonzero code on
+    for table, bias in ((unsigned, 31), (signed_table[:128], 15)):
+        binades = table[8:].reshape(-1, 8)
+        steps = np.diff(np.concatenate([binades, 2 * binades[:, :1]], axis=1), axis=1)
+        np.testing.assert_array_equal(steps, np.broadcast_to(binades[:, :1] / 8, steps.shape))
+        np.testing.assert_array_equal(np.diff(table[1:9]), 2.0**-bias / 8)  # codes 1..8
+        assert table[8] == 2.0 ** (1 - bias) and table[8 * bias] == 1.0
+    # the thresholds of the kernels' constants
+    assert blockwise.ZERO_UNSIGNED == reference.zero_threshold(False) == 17 / 16 * 2.0**-31
+    assert blockwise.ZERO_SIGNED == reference.zero_threshold(True) == 17 / 16 * 2.0**-15
 
 
 def optimizer_with(key, dtype, size=blockwise.MIN_SIZE):
@@ -329,24 +335,25 @@ def test_written_codes_are_what_the_next_step_reads(name, options, dtype, rng):
 def encoding_targets(signed_state):
     """float32 values ``y`` in ``[0, TOP]`` with the code each must get, worked out from the
     rule (not from the reference's search): every code value (its own code), every
-    midpoint between neighbouring values (the even one of the two), the float32 values
-    just above (the upper code) and just below (the lower code) each midpoint, and random
-    values in the subnormal range (``round(y / smallest step)``, half to even).
+    midpoint between neighbouring nonzero values (the upper one of the two), the float32
+    values just above (the upper code) and just below (the lower code) each midpoint, the
+    zero threshold (code 1) and just below it (code 0), and random values below the
+    smallest nonzero code (code 0 below the threshold, 1 from it).
     """
     table = reference.code_values(signed_state)[: 128 if signed_state else 256]
     values = table.astype(np.float32)
     codes = np.arange(table.size)
-    mids = ((table[:-1] + table[1:]) / 2).astype(np.float32)
-    assert np.all(mids.astype(np.float64) == (table[:-1] + table[1:]) / 2)  # exact
-    lower = np.arange(mids.size)
-    even = np.where(lower % 2 == 0, lower, lower + 1)
+    mids = ((table[1:-1] + table[2:]) / 2).astype(np.float32)
+    assert np.all(mids.astype(np.float64) == (table[1:-1] + table[2:]) / 2)  # exact
+    lower = np.arange(1, table.size - 1)
     up = np.nextafter(mids, np.float32(np.inf))
     down = np.nextafter(mids, np.float32(0))
-    step = 2.0**-17 if signed_state else 2.0**-33
-    sub = np.random.default_rng(7).uniform(0, 8 * step, 500).astype(np.float32)
-    sub_codes = np.rint(sub.astype(np.float64) / step).astype(int)  # half to even
-    y = np.concatenate([values, mids, up, down, sub, [0, 0]])
-    expected = np.concatenate([codes, even, lower + 1, lower, sub_codes, [0, 0]])
+    zero = np.float32(17 / 16 * 2.0 ** -(15 if signed_state else 31))
+    below_zero = np.nextafter(zero, np.float32(0))
+    small = np.random.default_rng(7).uniform(0, table[1], 500).astype(np.float32)
+    small_codes = (small >= zero).astype(int)
+    y = np.concatenate([values, mids, up, down, [zero, below_zero], small, [0, 0]])
+    expected = np.concatenate([codes, lower + 1, lower + 1, lower, [1, 0], small_codes, [0, 0]])
     return y.astype(np.float32), expected.astype(np.uint8)
 
 
@@ -374,11 +381,12 @@ def blocks_with_top(y):
     [("momentum_buffer", np.float32), ("momentum_buffer", np.float64), ("sum", np.float64)],
     ids=["signed-float32", "signed-float64", "unsigned-float64"],
 )
-def test_encoding_rounds_to_the_nearest_code_ties_to_even(key, dtype, rng):
+def test_encoding_rounds_to_the_nearest_code_ties_up(key, dtype, rng):
     """A step stores y = |x| * TOP / absmax as the nearest code. With absmax = TOP the
     scale is 1 and y = |x| exactly: SGD's first momentum step stores the gradient (signs
-    at random: the sign bit for x < 0, -0.0 keeps code 0); Adagrad's first step stores
-    g * g, here the float64 square of sqrt(y), which rounds to y in float32.
+    at random: the sign bit for x < 0, also on a zero magnitude code; -0.0 keeps code
+    0); Adagrad's first step stores g * g, here the float64 square of sqrt(y), which
+    rounds to y in float32.
     """
     y, expected = encoding_targets(signed(key))
     values, where = blocks_with_top(y)
@@ -561,7 +569,7 @@ def test_scales_follow_the_group_layout():
 def representable_state(opt, rng):
     """Random 8-bit state for ``opt``'s buffers, as ``{name: (codes, absmax)}`` (from the
     reference's encoder, per block): magnitudes spread over many binades inside each block
-    (down to the subnormal codes), unsigned ones positive, a centered RMSprop's
+    (down to below the smallest nonzero code), unsigned ones positive, a centered RMSprop's
     ``grad_avg`` below a third of sqrt(``square_avg``).
     """
     size, dtype = opt.param.size, opt.dtype
@@ -587,14 +595,13 @@ def test_one_step_from_the_same_state(name, options, dtype, rng):
     block is the full-precision new state encoded once (the reference's encoder).
 
     The bound: with scale s = absmax / TOP, y = |x| / s is rounded to the nearest code
-    value. Above the smallest normal code (2**-30 unsigned, 2**-14 signed) the code values
-    in [2**e, 2**(e+1)) are 2**(e-3) apart, so |y - code| <= 2**(e-4) <= 2**-4 * y (the
-    worst case, a tie at 2**e * (1 + 2**-4), is 2**-4 / (1 + 2**-4) = 5.9%, which leaves
-    room for the float32 roundings of y and of the decoded value, a few 2**-24 each):
-    |dec - x| <= 2**-4 * |x|. Below it the codes are evenly spaced by the smallest step
-    (2**-33 unsigned, 2**-17 signed): |dec - x| <= half of it times s, up to those
-    roundings (relative 2**-20 of the bound). The largest element is stored exactly, to
-    the float32 rounding of absmax.
+    value from the zero threshold Z = 17/16 * 2**-bias (bias 31 unsigned, 15 signed) up.
+    The code values in [2**e, 2**(e+1)) are 2**(e-3) apart, so |y - code| <= 2**(e-4) <=
+    2**-4 * y (the worst case, a tie at 2**e * (1 + 2**-4), Z among them, is 2**-4 / (1 +
+    2**-4) = 5.9%, which leaves room for the float32 roundings of y and of the decoded
+    value, a few 2**-24 each): |dec - x| <= 2**-4 * |x| for |x| >= Z * s. Below it, code
+    0: dec = 0 and |dec - x| < Z * s, up to those roundings (relative 2**-20 of the
+    bound). The largest element is stored exactly, to the float32 rounding of absmax.
     """
     size = SMALL
     p0 = rng.standard_normal(size).astype(dtype)
@@ -614,7 +621,7 @@ def test_one_step_from_the_same_state(name, options, dtype, rng):
     coupled_decay = options.get("weight_decay", 0) != 0 and not (
         name == "AdamW" or options.get("decoupled_weight_decay")
     )
-    # magnitudes over many binades, so that the new state has subnormal codes too
+    # magnitudes over many binades, so that some of the new state falls below Z
     g = gradients(rng, size, dtype, 1)[0] * np.exp(rng.uniform(-16, 0, size)).astype(dtype)
     with np.errstate(invalid="ignore"):
         full.step(g)
@@ -628,15 +635,15 @@ def test_one_step_from_the_same_state(name, options, dtype, rng):
         assert np.isfinite(absmax).all()
         dec = compact.state.decoded(key).astype(np.float64)
         scale = np.repeat(absmax.astype(np.float64) / TOP, BLOCK)[:size]
-        smallest_normal, step = (2.0**-14, 2.0**-17) if signed(key) else (2.0**-30, 2.0**-33)
-        normal = np.abs(x) >= smallest_normal * scale
+        zero = reference.zero_threshold(signed(key))
+        coded = np.abs(x) >= zero * scale
         err = np.abs(dec - x)
-        assert normal.mean() > 0.5, key
+        assert coded.mean() > 0.5, key
         if not coupled_decay:  # weight_decay * p keeps every gradient element large
-            assert (~normal).sum() > 10, key  # the subnormal codes are exercised
-        assert np.all(err[normal] <= 2.0**-4 * np.abs(x)[normal]), key
-        sub = ~normal
-        assert np.all(err[sub] <= (step / 2) * scale[sub] * (1 + 2.0**-20)), key
+            assert (~coded).sum() > 10, key  # the zero threshold is exercised
+        assert np.all(err[coded] <= 2.0**-4 * np.abs(x)[coded]), key
+        below = ~coded
+        assert np.all(err[below] <= zero * scale[below] * (1 + 2.0**-20)), key
         assert np.all(dec[x == 0] == 0)
         assert err.max() > 0  # rounded
 
@@ -735,7 +742,7 @@ def test_adagrad_sum_error_grows_with_the_steps():
     """Adagrad's sum only grows: once an increment g**2 is below half a code step of the
     sum (3-6% of it) it vanishes, except that every element of a block also moves with the
     block's absmax (its largest element is stored exactly, and the others keep their codes
-    on the rescaled grid). Measured on the stream above (worst of seeds 0..9, mrel): 3.3e-2
+    on the rescaled grid). Measured on the stream above (worst of seeds 0..9, mrel): 3.2e-2
     after 10 steps, 1.1e-1 after 40, 1.9e-1 after 80, 2.3e-1 after 160, 2.8e-1 after 320,
     3.5e-1 after 640: growing, by about 5 points per doubling of the steps. bfloat16 on the
     same stream: 2.1e-3, 4.2e-3, 7.5e-3, 1.8e-2, 4.4e-2, 1.6e-1: smaller, but growing faster
