@@ -112,3 +112,50 @@ def test_every_asv_benchmark_runs(tmp_path):
     ]
     assert not [line for line in finished if "failed" in line]
     assert len(finished) >= 13, result.stdout[-3000:]
+
+
+def _code_comparison():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "code_comparison", ROOT / "bench" / "code_comparison.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_code_comparison_rounds_as_each_library_stores():
+    """bench/code_comparison.py: its bitsandbytes maps have the dynamic map's shape (256
+    sorted values in [-1, 1] with 0 and 1, 7 decades), its bitsandbytes rounding gives
+    back every map entry times absmax exactly and the nearer entry between two, and its
+    fastopt column is what an 8-bit fastopt optimizer stores.
+    """
+    import numpy as np
+
+    import fastopt
+
+    cc = _code_comparison()
+    for signed, table in ((True, cc.BNB_SIGNED), (False, cc.BNB_UNSIGNED)):
+        assert table.shape == (256,) and np.all(np.diff(table) >= 0)
+        assert table[-1] == 1 and 0 in table
+        assert -1 < table[0] < -0.99 if signed else table[0] == 0
+        nonzero = np.abs(table[table != 0])
+        assert 1e-7 < nonzero.min() < 1e-6
+        assert cc._checksum(table) == cc.BNB_CHECKSUMS[signed]
+        entries = np.unique(table[table >= 0] if not signed else table)
+        block = np.resize(entries, 256).astype(np.float32)
+        block[0] = 1.0  # absmax 1: every entry stands for itself
+        assert np.array_equal(cc.bnb_round(block * 4, signed), block * 4)
+        upper = entries[-3:]
+        between = (0.3 * upper[:-1] + 0.7 * upper[1:]).astype(np.float32)  # nearer the upper
+        values = np.zeros(256, np.float32)
+        values[0], values[1:3] = 1.0, between
+        assert np.array_equal(cc.bnb_round(values, signed)[1:3], upper[1:])
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal(8192).astype(np.float32)
+    opt = fastopt.SGD(np.zeros(8192, np.float32), lr=0.1, momentum=0.9, state_precision="8bit")
+    opt.step(g)  # the first momentum step stores the gradient itself
+    stored = opt.state.decoded("momentum_buffer")
+    assert np.array_equal(cc.fastopt_round(g, True), stored)
+    assert not np.array_equal(stored, g)  # rounded
