@@ -25,18 +25,27 @@ SUPPORTED = (torch.float32, torch.float64)
 
 
 class Slot(NamedTuple):
-    """Where one parameter lives: its buffer (dtype), group and ``[start, stop)``."""
+    """Where one parameter lives: its buffer (dtype), group and ``[start, stop)``; ``end``
+    is where the next parameter may start (``stop``, or past the padding to an aligned
+    start).
+    """
 
     dtype: torch.dtype
     group: int
     start: int
     stop: int
+    end: int
 
 
 class FlatBuffers:
-    """The flat parameter and gradient buffers of one optimizer (see the module docstring)."""
+    """The flat parameter and gradient buffers of one optimizer (see the module docstring).
 
-    def __init__(self, param_groups: list[dict[str, Any]]) -> None:
+    With ``align`` > 1 every parameter starts at a multiple of ``align`` elements; the
+    padding after it holds zeros in both buffers (no view covers it), which an update
+    leaves at zero. 8-bit state uses this so that each parameter's blocks are its own.
+    """
+
+    def __init__(self, param_groups: list[dict[str, Any]], align: int = 1) -> None:
         sizes: dict[torch.dtype, int] = {}
         self.params: list[torch.Tensor] = []
         self.slots: list[Slot] = []
@@ -48,9 +57,10 @@ class FlatBuffers:
                 seen.add(id(p))
                 check_parameter(p, len(self.params))
                 start = sizes.get(p.dtype, 0)
-                sizes[p.dtype] = start + p.numel()
+                end = start + -(-p.numel() // align) * align
+                sizes[p.dtype] = end
                 self.params.append(p)
-                self.slots.append(Slot(p.dtype, group_index, start, start + p.numel()))
+                self.slots.append(Slot(p.dtype, group_index, start, start + p.numel(), end))
         # NumPy allocates the buffers (torch wraps them, zero-copy): it asks the kernel
         # for huge pages on large arrays, which the update's streams run faster on
         self.host_data = {dtype: host_zeros(size, dtype) for dtype, size in sizes.items()}

@@ -18,11 +18,16 @@ import torch
 
 from .._config import REDUCTION_BLOCK
 from .._validation import check_number, scheduled_lr
-from ..kernels import adagrad, adam, rmsprop, sgd
+from ..kernels import adagrad, adam, blockwise, rmsprop, sgd
 from ..kernels.clipping import clipped_scale
 from ..kernels.host import HOST, count_nonfinite, grad_sumsq_parallel, grad_sumsq_serial
 from ..kernels.precision import check_precision, state_dtype
+from ..optim.state import ABSMAX
 from .flat import FlatBuffers, host_zeros
+
+CODES = "_codes"
+"""Suffix of a parameter's 8-bit codes in its state entry (``exp_avg_codes``, a uint8
+tensor of the parameter's shape, beside ``exp_avg_absmax``, one scale per block)."""
 
 
 class FlatOptimizer(torch.optim.Optimizer):
@@ -32,6 +37,12 @@ class FlatOptimizer(torch.optim.Optimizer):
     Parameters that have no gradient at a step (``p.grad`` is None, or nothing reached
     them since ``zero_grad()``) are skipped, as torch skips them: no update, no weight
     decay, and their ``step`` does not advance.
+
+    With ``state_precision="8bit"`` every parameter starts at a multiple of
+    :data:`fastopt.kernels.blockwise.BLOCK` elements in the flat buffers, so each
+    parameter's state is whole blocks of its own (as bitsandbytes quantises per tensor)
+    and any run of parameters is a run of whole blocks; fewer than
+    :data:`~fastopt.kernels.blockwise.MIN_SIZE` elements in all keep full state.
     """
 
     algorithm: Any
@@ -46,12 +57,6 @@ class FlatOptimizer(torch.optim.Optimizer):
         state_precision: str = "full",
     ) -> None:
         self.state_precision = check_precision(state_precision)
-        if self.state_precision == "8bit":
-            raise ValueError(
-                "state_precision='8bit' is not supported by fastopt.torch yet: its blocks "
-                "would have to follow the runs of parameters that have a gradient, which "
-                "change from step to step; use 'bfloat16' (or fastopt.Adam on a FlatParams)"
-            )
         if defaults.get("foreach") and defaults.get("fused"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         for key in ("capturable", "differentiable"):
@@ -68,9 +73,13 @@ class FlatOptimizer(torch.optim.Optimizer):
         self.skip_nonfinite = bool(skip_nonfinite)
         self.skipped_steps = 0
         super().__init__(params, defaults)
+        if self.state_precision == "8bit" and _numel(self.param_groups) < blockwise.MIN_SIZE:
+            self.state_precision = "full"  # too small to gain: see fastopt.kernels.blockwise
         for group in self.param_groups:
             self._check_group(group)
-        self._flat = FlatBuffers(self.param_groups)
+        eight_bit = self.state_precision == "8bit"
+        self._flat = FlatBuffers(self.param_groups, blockwise.BLOCK if eight_bit else 1)
+        self._workspaces: dict[torch.dtype, np.ndarray] = {}
         self._steps = np.zeros(len(self._flat.params), np.float32)  # torch's state["step"]
         self._has_state = np.zeros(len(self._flat.params), bool)
         self._step_views = torch.from_numpy(self._steps)
@@ -107,6 +116,13 @@ class FlatOptimizer(torch.optim.Optimizer):
                 words = np.zeros(size, np.uint16)
                 self._buffers[key] = torch.from_numpy(words.view(np.int16)).view(torch.bfloat16)
                 self._host_buffers[key] = words
+            elif self.state_precision == "8bit":  # codes, and one scale per block
+                codes = np.zeros(size, np.uint8)
+                scales = host_zeros(size // blockwise.BLOCK, dtype)
+                self._buffers[key] = torch.from_numpy(codes)
+                self._buffers[(dtype, name + ABSMAX)] = torch.from_numpy(scales)
+                self._host_buffers[key] = codes
+                self._host_buffers[(dtype, name + ABSMAX)] = scales
             else:
                 self._buffers[key] = torch.from_numpy(host_zeros(size, dtype))
                 self._host_buffers[key] = self._buffers[key].numpy()
@@ -115,6 +131,14 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _state_view(self, i: int, name: str) -> torch.Tensor:
         slot = self._flat.slots[i]
         return self._buffer(slot.dtype, name)[slot.start : slot.stop].view_as(self._flat.params[i])
+
+    def _scale_view(self, i: int, name: str) -> torch.Tensor:
+        """Parameter ``i``'s 8-bit scales: its own blocks (it starts on a block)."""
+        slot = self._flat.slots[i]
+        self._buffer(slot.dtype, name)
+        first = slot.start // blockwise.BLOCK
+        blocks = blockwise.blocks_of(slot.stop - slot.start)
+        return self._buffers[(slot.dtype, name + ABSMAX)][first : first + blocks]
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """As torch's, while the optimizer is built; afterwards it raises: the parameters
@@ -135,9 +159,16 @@ class FlatOptimizer(torch.optim.Optimizer):
         group = self.param_groups[self._flat.slots[i].group]
         entry = {"step": self._step_views[i]} if self._has_step else {}
         for name in self._state_names(group):
-            view = self._state_view(i, name)
-            view.fill_(self._initial_state(group, name))
-            entry[name] = view
+            fill = self._initial_state(group, name)
+            if self.state_precision == "8bit":
+                codes, scales = self._state_view(i, name), self._scale_view(i, name)
+                values = np.full(p.numel(), fill, _numpy_dtype(p.dtype))
+                self._store_8bit(codes, scales, *_quantized(name, values))
+                entry[name + CODES], entry[name + ABSMAX] = codes, scales
+            else:
+                view = self._state_view(i, name)
+                view.fill_(fill)
+                entry[name] = view
         if entry:  # torch keeps no entry for a stateless parameter (SGD without momentum)
             self.state[p].update(entry)
 
@@ -158,11 +189,11 @@ class FlatOptimizer(torch.optim.Optimizer):
                 and self._steps[current[3][0]] == self._steps[i]
             ):
                 current[3].append(i)
-                open_runs[slot.dtype] = (current[0], current[1], slot.stop, current[3])
+                open_runs[slot.dtype] = (current[0], current[1], slot.end, current[3])
                 continue
             if current is not None:
                 runs.append((current[0], slot.dtype, current[1], current[2], current[3]))
-            open_runs[slot.dtype] = (slot.group, slot.start, slot.stop, [i])
+            open_runs[slot.dtype] = (slot.group, slot.start, slot.end, [i])
         for dtype, (group, start, stop, members) in open_runs.items():
             runs.append((group, dtype, start, stop, members))
         return runs
@@ -193,7 +224,7 @@ class FlatOptimizer(torch.optim.Optimizer):
             for i in members:
                 if self._has_state[i] and self._steps[i] > 0:
                     entry = self.state.get(self._flat.params[i], {})
-                    missing = [n for n in names if entry.get(n) is None]
+                    missing = [n for n in names if entry.get(n, entry.get(n + CODES)) is None]
                     if missing:
                         raise RuntimeError(
                             f"param_groups[{group_index}] now needs the state {missing}, "
@@ -210,8 +241,7 @@ class FlatOptimizer(torch.optim.Optimizer):
             for i in members:
                 if not self._has_state[i]:
                     self._init_state(i)
-            state = [self._host_state(dtype, name, group, start, stop)
-                     for name in self.algorithm.state]  # fmt: skip
+            state = self._kernel_state(dtype, group, start, stop)
             scale = -factor if group["maximize"] else factor
             kernel = HOST.update_kernel(self.algorithm, stop - start, self.state_precision)
             kernel(
@@ -224,11 +254,35 @@ class FlatOptimizer(torch.optim.Optimizer):
             self._steps[members] += 1
         return loss
 
-    def _host_state(self, dtype, name, group, start, stop):
-        if name not in self._state_names(group):
-            return np.empty(0, state_dtype(self.state_precision, self._flat.host_data[dtype].dtype))
-        self._buffer(dtype, name)
-        return self._host_buffers[(dtype, name)][start:stop]
+    def _kernel_state(self, dtype, group, start, stop):
+        """The kernel's state arguments for ``[start, stop)``: a buffer per state name (an
+        empty one for a name the group does not use); for "8bit" the codes, then the
+        scales of the run's blocks, then a workspace.
+        """
+        names = self._state_names(group)
+        param_dtype = self._flat.host_data[dtype].dtype
+        unused = np.empty(0, state_dtype(self.state_precision, param_dtype))
+        buffers = []
+        for name in self.algorithm.state:
+            if name in names:
+                self._buffer(dtype, name)
+            buffers.append(self._host_buffers[(dtype, name)][start:stop] if name in names
+                           else unused)  # fmt: skip
+        if self.state_precision != "8bit":
+            return buffers
+        no_scales = np.empty(0, param_dtype)
+        blocks = slice(start // blockwise.BLOCK, stop // blockwise.BLOCK)
+        for name in self.algorithm.state:
+            buffers.append(self._host_buffers[(dtype, name + ABSMAX)][blocks] if name in names
+                           else no_scales)  # fmt: skip
+        if dtype not in self._workspaces:
+            self._workspaces[dtype] = HOST.block_workspace(len(self.algorithm.state), param_dtype)
+        return [*buffers, self._workspaces[dtype]]
+
+    @staticmethod
+    def _store_8bit(codes, scales, new_codes, new_scales):
+        codes.copy_(torch.from_numpy(new_codes).view_as(codes))
+        scales.copy_(torch.from_numpy(new_scales))
 
     def _grad_factor(self, runs) -> float | None:
         """1, the clipping factor, or None to skip the step (a non-finite gradient)."""
@@ -273,17 +327,95 @@ class FlatOptimizer(torch.optim.Optimizer):
             p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
             for p, entry in self.state.items()
         }
-        self._steps[:] = 0
-        self._has_state[:] = False
-        self.state.clear()
+        converted = []  # checked and converted to this precision before any write
         for p, loaded in saved.items():
             i = self._flat.index[id(p)]
             group = self.param_groups[self._flat.slots[i].group]
+            names = self._state_names(group)
+            values = {name: self._loaded_state(i, name, loaded) for name in names}
+            converted.append((p, i, values, self._loaded_step(loaded)))
+        self._steps[:] = 0
+        self._has_state[:] = False
+        self.state.clear()
+        for p, i, values, step in converted:
             self._init_state(i)
+            for name, value in values.items():
+                if value is None:
+                    continue
+                if self.state_precision == "8bit":
+                    self._store_8bit(self.state[p][name + CODES], self.state[p][name + ABSMAX],
+                                     *value)  # fmt: skip
+                else:
+                    self.state[p][name].copy_(value)
+            self._steps[i] = step
+
+    def _loaded_state(self, i: int, name: str, loaded: dict[str, Any]) -> Any:
+        """A loaded state buffer of parameter ``i`` in this optimizer's precision: ``(codes,
+        scales)`` NumPy arrays for "8bit", else a tensor to copy (torch rounds it to
+        bfloat16); None when absent. A saved 8-bit entry is decoded exactly, a float one
+        encoded as a step encodes.
+        """
+        p = self._flat.params[i]
+        n, dtype = p.numel(), _numpy_dtype(p.dtype)
+        codes = loaded.get(name + CODES)
+        if codes is not None:
+            scales = loaded.get(name + ABSMAX)
+            blocks = blockwise.blocks_of(n)
+            if scales is None or codes.numel() != n or scales.numel() != blocks:
+                raise ValueError(
+                    f"the state of parameter {i} {tuple(p.shape)} has {name + CODES} with "
+                    f"{codes.numel()} elements and {name + ABSMAX} with "
+                    f"{None if scales is None else scales.numel()}: 8-bit state needs one "
+                    f"code per element ({n}) and one scale per block of {blockwise.BLOCK} "
+                    f"({blocks})"
+                )
+            flat = codes.detach().reshape(-1)  # torch's loader cast the codes to p's dtype
+            as_codes = flat.to(torch.uint8)
+            if not torch.equal(as_codes.to(flat.dtype), flat):
+                raise ValueError(
+                    f"the state of parameter {i} {tuple(p.shape)}: {name + CODES} must hold "
+                    "8-bit codes (integers 0 to 255)"
+                )
+            codes = as_codes.numpy()
+            scales = scales.detach().reshape(-1).to(p.dtype).numpy()
+            if self.state_precision == "8bit":
+                return codes, scales
+            signed = name not in blockwise.UNSIGNED_STATE
+            values = blockwise.dequantize(codes, scales, signed, [(0, n)], dtype)
+            return torch.from_numpy(values).view_as(p)
+        value = loaded.get(name)
+        if value is None or self.state_precision != "8bit":
+            return value
+        return _quantized(name, value.detach().reshape(-1).to(p.dtype).numpy())
+
+    def full_state_dict(self) -> dict[str, Any]:
+        """:meth:`state_dict` with every state buffer as full-precision values (tensors of
+        the parameter's dtype and shape, under torch's names), whatever this optimizer's
+        ``state_precision``: what the matching ``torch.optim`` optimizer loads.
+        """
+        sd = self.state_dict()
+        index, start = {}, 0
+        for group in self.param_groups:
+            for k, p in enumerate(group["params"], start):
+                index.setdefault(id(p), k)
+            start += len(group["params"])
+        for p, entry in self.state.items():
+            i = self._flat.index[id(p)]
+            group = self.param_groups[self._flat.slots[i].group]
+            full = {key: value for key, value in entry.items()
+                    if key == "step" or not key.endswith((CODES, ABSMAX))}  # fmt: skip
             for name in self._state_names(group):
-                if name in loaded and loaded[name] is not None:
-                    self.state[p][name].copy_(loaded[name])
-            self._steps[i] = self._loaded_step(loaded)
+                if self.state_precision == "8bit":
+                    signed = name not in blockwise.UNSIGNED_STATE
+                    values = blockwise.dequantize(
+                        entry[name + CODES].reshape(-1).numpy(), entry[name + ABSMAX].numpy(),
+                        signed, [(0, p.numel())], _numpy_dtype(p.dtype),
+                    )  # fmt: skip
+                    full[name] = torch.from_numpy(values).view_as(p)
+                else:
+                    full[name] = entry[name].to(p.dtype)
+            sd["state"][index[id(p)]] = full
+        return sd
 
     def _loaded_step(self, loaded: dict[str, Any]) -> float:
         step = loaded.get("step", 0)
@@ -298,6 +430,21 @@ class FlatOptimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state):
         super().__setstate__(state)  # called by load_state_dict: the buffers stay
+
+
+def _numel(param_groups):
+    """The number of elements of the distinct parameters of ``param_groups``."""
+    return sum({id(p): p.numel() for group in param_groups for p in group["params"]}.values())
+
+
+def _numpy_dtype(dtype):
+    return np.dtype(np.float32 if dtype == torch.float32 else np.float64)
+
+
+def _quantized(name, values):
+    """``(codes, scales)`` of one parameter's state values (its own blocks)."""
+    signed = name not in blockwise.UNSIGNED_STATE
+    return blockwise.quantize(values, signed, [(0, values.size)])
 
 
 def _check_lr(lr):
@@ -343,9 +490,12 @@ class SGD(FlatOptimizer):
         ``torch.nn.utils.clip_grad_norm_`` followed by the step, with no extra pass).
     skip_nonfinite : bool, default False
         Skip the whole step when a gradient holds NaN or inf.
-    state_precision : {"full", "bfloat16"}, default "full"
-        Store the state in bfloat16 (``torch.bfloat16`` tensors, half the memory; see
-        ``docs/low-precision.md``). "8bit" is not supported here yet.
+    state_precision : {"full", "bfloat16", "8bit"}, default "full"
+        Store the state in bfloat16 (``torch.bfloat16`` tensors, half the memory) or as
+        8-bit codes with one scale per block of 256 elements of each parameter
+        (``state[p]["exp_avg_codes"]``, uint8, and ``state[p]["exp_avg_absmax"]``; about
+        a quarter of the memory; under 4,096 elements in all, full state). See
+        ``docs/low-precision.md`` and :meth:`full_state_dict`.
 
     Notes
     -----
@@ -404,7 +554,8 @@ class SGD(FlatOptimizer):
 
     def _loaded_step(self, loaded):
         # torch's SGD keeps no step: a momentum buffer means the first update is done
-        return 1.0 if loaded.get("momentum_buffer") is not None else 0.0
+        buffer = loaded.get("momentum_buffer", loaded.get("momentum_buffer" + CODES))
+        return 1.0 if buffer is not None else 0.0
 
 
 class Adagrad(FlatOptimizer):
@@ -533,6 +684,13 @@ class RMSprop(FlatOptimizer):
         _check_nonnegative("epsilon value", group["eps"])
         _check_nonnegative("momentum value", group["momentum"])
         _check_nonnegative("alpha value", group["alpha"])
+        if group["centered"] and self.state_precision == "8bit":
+            raise ValueError(
+                "centered=True with state_precision='8bit' is not supported: square_avg and "
+                "grad_avg are rounded on their own (up to 6% each), so square_avg - "
+                "grad_avg**2 goes negative and its square root NaN, which then fills the "
+                "whole block of state; use state_precision='bfloat16' (or 'full')"
+            )
 
     def _state_names(self, group):
         names = ("square_avg",)

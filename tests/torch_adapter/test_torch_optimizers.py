@@ -13,6 +13,7 @@ import pytest
 torch = importlib.import_module("torch") if os.environ.get("CI") else pytest.importorskip("torch")
 import fastopt  # noqa: E402
 import fastopt.torch as ft  # noqa: E402
+from fastopt.kernels import blockwise  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -576,8 +577,167 @@ def test_bfloat16_state_dicts_resume_exactly_and_load_into_torch(name, options):
                 assert torch.equal(theirs.state[q][key], value.float())
 
 
-def test_8bit_state_is_refused_with_the_reason():
-    with pytest.raises(ValueError, match=r"state_precision='8bit' is not supported by fastopt"):
-        ft.Adam(network().parameters(), state_precision="8bit")
+EIGHT_CASES = [CASES[1], CASES[3], ("RMSprop", {"lr": 0.01, "momentum": 0.5}), CASES[7], CASES[9]]
+EIGHT_IDS = ["sgd", "adagrad", "rmsprop", "adam", "adamw"]
+
+
+def wide_network(dtype=torch.float32, seed=0):
+    """7,427 parameters, in tensors whose sizes are not multiples of the 8-bit block."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(60, 100), torch.nn.Tanh(), torch.nn.LayerNorm(100), torch.nn.Linear(100, 3)
+    ).to(dtype)
+
+
+def wide_data(dtype=torch.float32, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 60, generator=generator, dtype=dtype)
+    return x, torch.randint(0, 3, (64,), generator=generator)
+
+
+def unpadded(opt):
+    """The parameters' elements of the flat buffer, without the 8-bit alignment padding."""
+    (flat,) = opt._flat.data.values()
+    return np.concatenate([flat[s.start : s.stop].numpy() for s in opt._flat.slots])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name, options", EIGHT_CASES, ids=EIGHT_IDS)
+def test_8bit_state_is_fastopts_with_one_block_layout_per_parameter(name, options, dtype):
+    """With state_precision="8bit" every parameter starts on a block in the flat buffer
+    (zero padding after it), so its state is whole blocks of its own; the steps equal
+    fastopt's 8-bit optimizer on the unpadded values with one parameter group per
+    parameter (blocks start at each group), bit for bit: params, codes and scales.
+    """
+    x, y = wide_data(dtype)
+    model = wide_network(dtype)
+    opt = getattr(ft, name)(model.parameters(), state_precision="8bit", **options)
+    assert opt.state_precision == "8bit"
+    slots = opt._flat.slots
+    assert all(s.start % 256 == 0 and s.end % 256 == 0 for s in slots)
+    assert any(s.end > s.stop for s in slots)  # padded
+    sizes = [s.stop - s.start for s in slots]
+    bounds = np.cumsum([0, *sizes])
+    copy = unpadded(opt)
+    groups = [{"params": slice(int(a), int(b))} for a, b in zip(bounds[:-2], bounds[1:-1])]
+    plain = getattr(fastopt, name)(copy, state_precision="8bit", param_groups=groups, **options)
+    (flat, flat_grad) = (*opt._flat.data.values(), *opt._flat.grad.values())
+    for _ in range(12):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        grad = np.concatenate([flat_grad[s.start : s.stop].numpy() for s in slots])
+        plain.step(grad)
+        opt.step()
+        assert unpadded(opt).tobytes() == copy.tobytes()
+    padding = np.concatenate([flat[s.stop : s.end].numpy() for s in slots])
+    assert padding.size and not padding.any()  # the padding stays zero
+    first = np.cumsum([0, *[-(-n // 256) for n in sizes]])
+    for state_name in plain.state.names():
+        for k, p in enumerate(model.parameters()):
+            entry = opt.state[p]
+            codes, scales = entry[state_name + "_codes"], entry[state_name + "_absmax"]
+            assert codes.dtype == torch.uint8 and codes.shape == p.shape
+            expected = plain.state[state_name][bounds[k] : bounds[k + 1]]
+            assert codes.numpy().reshape(-1).tobytes() == expected.tobytes()
+            expected = plain.state[state_name + "_absmax"][first[k] : first[k + 1]]
+            assert scales.dtype == dtype and scales.numpy().tobytes() == expected.tobytes()
+    assert state_name not in opt.state[p]  # only the 8-bit entries
+
+
+@pytest.mark.parametrize("name, options", [EIGHT_CASES[0], EIGHT_CASES[3]], ids=["sgd", "adam"])
+def test_8bit_state_dicts_resume_exactly_and_convert_to_and_from_torch(name, options):
+    x, y = wide_data()
+    uninterrupted = wide_network()
+    whole = getattr(ft, name)(uninterrupted.parameters(), state_precision="8bit", **options)
+    train(uninterrupted, whole, x, y, 20)
+    first = wide_network()
+    ours = getattr(ft, name)(first.parameters(), state_precision="8bit", **options)
+    train(first, ours, x, y, 10)
+    sd = ours.state_dict()
+    # an 8-bit run resumes bit for bit
+    second = wide_network()
+    second.load_state_dict(first.state_dict())
+    resumed = getattr(ft, name)(second.parameters(), state_precision="8bit", **options)
+    resumed.load_state_dict(sd)
+    train(second, resumed, x, y, 10)
+    assert max_difference(second, uninterrupted) == 0
+    # full_state_dict(): decoded values, which torch.optim loads and fastopt full state too
+    decoded = {}
+    for k, p in enumerate(first.parameters()):
+        for key in ours.state[p]:
+            if key.endswith("_codes"):
+                state_name = key[: -len("_codes")]
+                signed = state_name not in blockwise.UNSIGNED_STATE
+                decoded[k, state_name] = blockwise.dequantize(
+                    ours.state[p][key].numpy().reshape(-1),
+                    ours.state[p][state_name + "_absmax"].numpy(),
+                    signed, [(0, p.numel())], np.float32,
+                )  # fmt: skip
+    assert decoded
+    full_sd = ours.full_state_dict()
+    third = wide_network()
+    third.load_state_dict(first.state_dict())
+    theirs = getattr(torch.optim, name)(third.parameters(), foreach=False, **options)
+    theirs.load_state_dict(full_sd)
+    fourth = wide_network()
+    full = getattr(ft, name)(fourth.parameters(), **options)
+    full.load_state_dict(sd)  # an 8-bit state_dict into full state: decoded
+    for (k, state_name), values in decoded.items():
+        q, r = list(third.parameters())[k], list(fourth.parameters())[k]
+        assert theirs.state[q][state_name].numpy().reshape(-1).tobytes() == values.tobytes()
+        assert full.state[r][state_name].numpy().reshape(-1).tobytes() == values.tobytes()
+    # torch.optim's float state into 8-bit state: encoded per parameter, as a step would
+    train(third, theirs, x, y, 3)
+    fifth = wide_network()
+    eight = getattr(ft, name)(fifth.parameters(), state_precision="8bit", **options)
+    eight.load_state_dict(theirs.state_dict())
+    for q, p in zip(third.parameters(), fifth.parameters()):
+        for state_name, value in theirs.state[q].items():
+            if state_name == "step":
+                continue
+            signed = state_name not in blockwise.UNSIGNED_STATE
+            codes, scales = blockwise.quantize(value.numpy().reshape(-1), signed, [(0, p.numel())])
+            assert eight.state[p][state_name + "_codes"].numpy().reshape(-1).tobytes() == (
+                codes.tobytes()
+            )
+            assert eight.state[p][state_name + "_absmax"].numpy().tobytes() == scales.tobytes()
+
+
+def test_8bit_state_skips_a_parameter_without_a_gradient():
+    """A parameter whose gradient is None at a step keeps its codes, scales and values
+    bit for bit while the others (in the same run before) are updated.
+    """
+    x, y = wide_data()
+    model = wide_network()
+    opt = ft.Adam(model.parameters(), lr=1e-2, state_precision="8bit")
+    train(model, opt, x, y, 3)
+    frozen = model[2].weight
+    before = {k: v.clone() for k, v in opt.state[frozen].items()}
+    values = frozen.detach().clone()
+    others = model[3].weight.detach().clone()
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    frozen.grad = None
+    opt.step()
+    assert torch.equal(frozen.detach(), values)
+    assert all(torch.equal(opt.state[frozen][k], v) for k, v in before.items())
+    assert not torch.equal(model[3].weight.detach(), others)
+
+
+def test_8bit_state_size_threshold_and_refusals():
+    small = ft.Adam(network().parameters(), state_precision="8bit")  # 435 elements
+    assert small.state_precision == "full"
+    with pytest.raises(ValueError, match=r"centered=True with state_precision='8bit'"):
+        ft.RMSprop(wide_network().parameters(), centered=True, state_precision="8bit")
     with pytest.raises(ValueError, match=r"Invalid state_precision: 'fp8'"):
         ft.SGD(network().parameters(), lr=0.1, state_precision="fp8")
+    model = wide_network()
+    opt = ft.Adam(model.parameters(), state_precision="8bit")
+    x, y = wide_data()
+    train(model, opt, x, y, 1)
+    sd = opt.state_dict()
+    entry = sd["state"][0]
+    entry["exp_avg_absmax"] = entry["exp_avg_absmax"][:-1]
+    fresh = ft.Adam(wide_network().parameters(), state_precision="8bit")
+    with pytest.raises(ValueError, match=r"parameter 0 \(100, 60\) has exp_avg_codes with 6000"):
+        fresh.load_state_dict(sd)
