@@ -317,23 +317,30 @@ class FlatOptimizer(torch.optim.Optimizer):
         """Load a state_dict of this optimizer or of the matching ``torch.optim`` one.
 
         torch's loader checks the groups and casts the tensors; the values are then copied
-        into the flat state buffers, which the kernels update.
+        into the flat state buffers, which the kernels update. A state_dict that fails a
+        check (an option torch refuses, 8-bit entries of the wrong size) raises and leaves
+        the optimizer as it was.
         """
+        before = self.state, self.param_groups
         super().load_state_dict(state_dict)
-        for group in self.param_groups:
-            self._check_group(group)
-        # copies first: loading an optimizer's own state_dict gives back its own views
-        saved = {
-            p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
-            for p, entry in self.state.items()
-        }
-        converted = []  # checked and converted to this precision before any write
-        for p, loaded in saved.items():
-            i = self._flat.index[id(p)]
-            group = self.param_groups[self._flat.slots[i].group]
-            names = self._state_names(group)
-            values = {name: self._loaded_state(i, name, loaded) for name in names}
-            converted.append((p, i, values, self._loaded_step(loaded)))
+        try:
+            for group in self.param_groups:
+                self._check_group(group)
+            # copies first: loading an optimizer's own state_dict gives back its own views
+            saved = {
+                p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
+                for p, entry in self.state.items()
+            }
+            converted = []  # checked and converted to this precision before any write
+            for p, loaded in saved.items():
+                i = self._flat.index[id(p)]
+                group = self.param_groups[self._flat.slots[i].group]
+                names = self._state_names(group)
+                values = {name: self._loaded_state(i, name, loaded) for name in names}
+                converted.append((p, i, values, self._loaded_step(loaded)))
+        except Exception:
+            self.state, self.param_groups = before  # torch's loader replaced both
+            raise
         self._steps[:] = 0
         self._has_state[:] = False
         self.state.clear()

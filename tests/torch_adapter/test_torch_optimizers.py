@@ -738,6 +738,14 @@ def test_8bit_state_size_threshold_and_refusals():
     sd = opt.state_dict()
     entry = sd["state"][0]
     entry["exp_avg_absmax"] = entry["exp_avg_absmax"][:-1]
-    fresh = ft.Adam(wide_network().parameters(), state_precision="8bit")
+    fresh_model = wide_network()
+    fresh = ft.Adam(fresh_model.parameters(), lr=0.5, state_precision="8bit")
+    train(fresh_model, fresh, x, y, 2)
+    before = {k: v.clone() for k, v in fresh.state[fresh_model[0].weight].items()}
     with pytest.raises(ValueError, match=r"parameter 0 \(100, 60\) has exp_avg_codes with 6000"):
         fresh.load_state_dict(sd)
+    # nothing changed: the same state entries (the flat views), lr and step count
+    entry = fresh.state[fresh_model[0].weight]
+    assert entry.keys() == before.keys() and all(torch.equal(entry[k], before[k]) for k in entry)
+    assert entry["exp_avg_codes"].data_ptr() == fresh._buffer(torch.float32, "exp_avg").data_ptr()
+    assert fresh.param_groups[0]["lr"] == 0.5
