@@ -137,8 +137,8 @@ def assert_state_matches(loaded, ref_opt, label):
             flipped |= moved[blocks]
             flipped = np.isin(blocks, blocks[flipped])  # a flip in a block: all its elements
         np.testing.assert_array_equal(mine[~flipped], theirs[~flipped], err_msg=what)
-        # one code step: 1/8 of the value above the smallest normal code, a few smallest
-        # steps (2**-17 of a block's absmax, signed) below it
+        # one code step: 1/8 of the value from the zero threshold up, below it the
+        # threshold itself (2**-15.8 of a block's absmax, signed)
         atol = 2.0**-15 * np.abs(theirs).max(initial=0)
         np.testing.assert_allclose(mine[flipped], theirs[flipped], rtol=0.13, atol=atol)
         suspects |= flipped

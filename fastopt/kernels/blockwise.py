@@ -12,22 +12,23 @@ and stands for ``(1 + m / 8) * 2**(e - bias)``; code 0 stands for zero:
 
 * unsigned states (sums and averages of squares: ``sum``, ``square_avg``,
   ``exp_avg_sq``, ``max_exp_avg_sq``): 8 bits, ``bias = 31``, from ``1.125 * 2**-31``
-  to ``1.875`` (32 binades, 8 steps each);
+  to ``1.875`` (32 binades of 8 steps, the lowest with 7 nonzero codes);
 * signed states (momenta and first moments): a sign bit (``0x80``), then 7 bits with
   ``bias = 15``, from ``1.125 * 2**-15`` to ``1.875`` (16 binades). ``0x00`` and ``0x80``
   both read as ``+0``.
 
-A code's value is the float32 whose upper 12 bits are ``c + 768`` (unsigned) or ``c & 127
-+ 896`` (signed, with the sign bit), and ``y`` is encoded by rounding its float32 bits at
-bit 20, half up: ``code = (bits(y) + 2**19) >> 20`` less the offset, at least 0. So ``y``
-gets the nearest code value, a tie going to the larger one, down to the threshold
-``ZERO = 17/16 * 2**-bias``; below it, code 0. The largest magnitude of a block maps
-exactly to the top code ``TOP = 1.875``. Above ``ZERO`` a value is stored to a relative
-error of at most ``2**-4`` (6.25%; 1/17 at worst); below it, it reads as 0, an absolute
-error under ``ZERO * absmax / TOP`` (``2**-31.8`` of absmax unsigned, ``2**-15.8``
-signed). A block holding a NaN or an infinity stores a NaN scale: all its elements read
-back as NaN (use ``skip_nonfinite`` to keep a non-finite gradient out of the state). A
-block of zeros has scale 0.
+A code's value is the float32 whose upper 12 bits are ``c + 768`` (unsigned) or ``(c &
+127) + 896`` (signed, with the sign bit), and ``y`` is encoded by rounding its float32
+bits at bit 20, half up: ``code = (bits(y) + 2**19) >> 20`` less the offset, at least 0.
+So ``y`` gets the nearest code value, a tie going to the larger one, down to the
+threshold :data:`ZERO_UNSIGNED` or :data:`ZERO_SIGNED` (``17/16 * 2**-bias``); below
+it, code 0. The largest magnitude of a block maps exactly to the top code ``TOP =
+1.875``. From the threshold up a value is stored to a relative error of at most 1/17
+(5.9%, below ``2**-4``); below it, it reads as 0, an absolute error under ``threshold *
+absmax / TOP`` (``2**-31.8`` of absmax unsigned, ``2**-15.8`` signed). A block holding a
+NaN or an infinity stores a NaN scale: all its elements read back as NaN (use
+``skip_nonfinite`` to keep a non-finite gradient out of the state). A block of zeros has
+scale 0.
 
 A value reads back as ``code_value * (absmax / TOP)``, the scale computed first (in the
 parameter dtype). A block whose absmax is below the smallest normal float32 (``2**-126``)

@@ -41,8 +41,9 @@ class FlatBuffers:
     """The flat parameter and gradient buffers of one optimizer (see the module docstring).
 
     With ``align`` > 1 every parameter starts at a multiple of ``align`` elements; the
-    padding after it holds zeros in both buffers (no view covers it), which an update
-    leaves at zero. 8-bit state uses this so that each parameter's blocks are its own.
+    padding after it holds zeros in both buffers (no view covers it), which stay zero
+    through an update with ``eps > 0``. 8-bit state uses this so that each parameter's
+    blocks are its own.
     """
 
     def __init__(self, param_groups: list[dict[str, Any]], align: int = 1) -> None:

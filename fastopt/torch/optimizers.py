@@ -56,7 +56,7 @@ class FlatOptimizer(torch.optim.Optimizer):
         skip_nonfinite: bool = False,
         state_precision: str = "full",
     ) -> None:
-        self.state_precision = check_precision(state_precision)
+        self.state_precision = self.requested_precision = check_precision(state_precision)
         if defaults.get("foreach") and defaults.get("fused"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         for key in ("capturable", "differentiable"):
@@ -100,6 +100,14 @@ class FlatOptimizer(torch.optim.Optimizer):
         """Raise torch's errors for a group's options (at construction and every step)."""
         _check_lr(group["lr"])
         _check_nonnegative("weight_decay value", group["weight_decay"])
+
+    def _check_padding_eps(self, group: dict[str, Any]) -> None:
+        if self.state_precision == "8bit" and group["eps"] == 0:
+            raise ValueError(
+                "eps=0 with state_precision='8bit' is not supported by fastopt.torch: each "
+                "parameter's last block is padded with zeros, whose update is 0 / (0 + eps), "
+                "NaN for eps=0, and the NaN would reach the block's scale; use eps > 0"
+            )
 
     def _initial_state(self, group: dict[str, Any], name: str) -> float:
         return 0.0
@@ -281,6 +289,7 @@ class FlatOptimizer(torch.optim.Optimizer):
 
     @staticmethod
     def _store_8bit(codes, scales, new_codes, new_scales):
+        """Write NumPy codes and scales into a parameter's 8-bit state views."""
         codes.copy_(torch.from_numpy(new_codes).view_as(codes))
         scales.copy_(torch.from_numpy(new_scales))
 
@@ -363,63 +372,67 @@ class FlatOptimizer(torch.optim.Optimizer):
         encoded as a step encodes.
         """
         p = self._flat.params[i]
-        n, dtype = p.numel(), _numpy_dtype(p.dtype)
-        codes = loaded.get(name + CODES)
-        if codes is not None:
-            scales = loaded.get(name + ABSMAX)
-            blocks = blockwise.blocks_of(n)
-            if scales is None or codes.numel() != n or scales.numel() != blocks:
-                raise ValueError(
-                    f"the state of parameter {i} {tuple(p.shape)} has {name + CODES} with "
-                    f"{codes.numel()} elements and {name + ABSMAX} with "
-                    f"{None if scales is None else scales.numel()}: 8-bit state needs one "
-                    f"code per element ({n}) and one scale per block of {blockwise.BLOCK} "
-                    f"({blocks})"
-                )
-            flat = codes.detach().reshape(-1)  # torch's loader cast the codes to p's dtype
-            as_codes = flat.to(torch.uint8)
-            if not torch.equal(as_codes.to(flat.dtype), flat):
-                raise ValueError(
-                    f"the state of parameter {i} {tuple(p.shape)}: {name + CODES} must hold "
-                    "8-bit codes (integers 0 to 255)"
-                )
-            codes = as_codes.numpy()
-            scales = scales.detach().reshape(-1).to(p.dtype).numpy()
+        if loaded.get(name + CODES) is not None:
+            codes, scales = self._checked_codes(i, name, loaded)
             if self.state_precision == "8bit":
                 return codes, scales
-            signed = name not in blockwise.UNSIGNED_STATE
-            values = blockwise.dequantize(codes, scales, signed, [(0, n)], dtype)
-            return torch.from_numpy(values).view_as(p)
+            return _decoded(name, codes, scales, p)
         value = loaded.get(name)
-        if value is None or self.state_precision != "8bit":
-            return value
+        if value is None:
+            return None
+        if value.numel() != p.numel():
+            raise ValueError(
+                f"the state of parameter {i} {tuple(p.shape)} has {name} with "
+                f"{value.numel()} elements: it needs one per element ({p.numel()})"
+            )
+        if self.state_precision != "8bit":
+            return value.reshape(p.shape)
         return _quantized(name, value.detach().reshape(-1).to(p.dtype).numpy())
+
+    def _checked_codes(self, i: int, name: str, loaded: dict[str, Any]) -> tuple:
+        """The saved 8-bit ``(codes, scales)`` of parameter ``i`` as NumPy arrays, checked:
+        one code (an integer 0 to 255; torch's loader cast it to the parameter dtype) per
+        element and one scale per block.
+        """
+        p = self._flat.params[i]
+        codes, scales = loaded[name + CODES], loaded.get(name + ABSMAX)
+        n, blocks = p.numel(), blockwise.blocks_of(p.numel())
+        if scales is None or codes.numel() != n or scales.numel() != blocks:
+            raise ValueError(
+                f"the state of parameter {i} {tuple(p.shape)} has {name + CODES} with "
+                f"{codes.numel()} elements and {name + ABSMAX} with "
+                f"{None if scales is None else scales.numel()}: 8-bit state needs one "
+                f"code per element ({n}) and one scale per block of {blockwise.BLOCK} "
+                f"({blocks})"
+            )
+        flat = codes.detach().reshape(-1)
+        as_codes = flat.to(torch.uint8)
+        if not torch.equal(as_codes.to(flat.dtype), flat):
+            raise ValueError(
+                f"the state of parameter {i} {tuple(p.shape)}: {name + CODES} must hold "
+                "8-bit codes (integers 0 to 255)"
+            )
+        return as_codes.numpy(), scales.detach().reshape(-1).to(p.dtype).numpy()
 
     def full_state_dict(self) -> dict[str, Any]:
         """:meth:`state_dict` with every state buffer as full-precision values (tensors of
         the parameter's dtype and shape, under torch's names), whatever this optimizer's
-        ``state_precision``: what the matching ``torch.optim`` optimizer loads.
+        ``state_precision``: what the matching ``torch.optim`` optimizer loads. As with
+        :meth:`state_dict`, full-precision buffers are the optimizer's own views.
         """
         sd = self.state_dict()
-        index, start = {}, 0
-        for group in self.param_groups:
-            for k, p in enumerate(group["params"], start):
-                index.setdefault(id(p), k)
-            start += len(group["params"])
+        index = {}  # torch's numbering of the parameters (a tied one: its last place)
+        for group, packed in zip(self.param_groups, sd["param_groups"]):
+            index.update(zip(map(id, group["params"]), packed["params"]))
         for p, entry in self.state.items():
-            i = self._flat.index[id(p)]
-            group = self.param_groups[self._flat.slots[i].group]
             full = {key: value for key, value in entry.items()
-                    if key == "step" or not key.endswith((CODES, ABSMAX))}  # fmt: skip
+                    if not key.endswith((CODES, ABSMAX))}  # fmt: skip
+            group = self.param_groups[self._flat.slots[self._flat.index[id(p)]].group]
             for name in self._state_names(group):
-                if self.state_precision == "8bit":
-                    signed = name not in blockwise.UNSIGNED_STATE
-                    values = blockwise.dequantize(
-                        entry[name + CODES].reshape(-1).numpy(), entry[name + ABSMAX].numpy(),
-                        signed, [(0, p.numel())], _numpy_dtype(p.dtype),
-                    )  # fmt: skip
-                    full[name] = torch.from_numpy(values).view_as(p)
-                else:
+                if entry.get(name + CODES) is not None:
+                    codes, scales = entry[name + CODES], entry[name + ABSMAX]
+                    full[name] = _decoded(name, codes.reshape(-1).numpy(), scales.numpy(), p)
+                elif entry.get(name) is not None:
                     full[name] = entry[name].to(p.dtype)
             sd["state"][index[id(p)]] = full
         return sd
@@ -445,6 +458,7 @@ def _numel(param_groups):
 
 
 def _numpy_dtype(dtype):
+    """The NumPy dtype of a supported torch parameter dtype (float32 or float64)."""
     return np.dtype(np.float32 if dtype == torch.float32 else np.float64)
 
 
@@ -452,6 +466,13 @@ def _quantized(name, values):
     """``(codes, scales)`` of one parameter's state values (its own blocks)."""
     signed = name not in blockwise.UNSIGNED_STATE
     return blockwise.quantize(values, signed, [(0, values.size)])
+
+
+def _decoded(name, codes, scales, p):
+    """The values of one parameter's 8-bit state, as a tensor of ``p``'s dtype and shape."""
+    signed = name not in blockwise.UNSIGNED_STATE
+    values = blockwise.dequantize(codes, scales, signed, [(0, p.numel())], _numpy_dtype(p.dtype))
+    return torch.from_numpy(values).view_as(p)
 
 
 def _check_lr(lr):
@@ -500,9 +521,10 @@ class SGD(FlatOptimizer):
     state_precision : {"full", "bfloat16", "8bit"}, default "full"
         Store the state in bfloat16 (``torch.bfloat16`` tensors, half the memory) or as
         8-bit codes with one scale per block of 256 elements of each parameter
-        (``state[p]["exp_avg_codes"]``, uint8, and ``state[p]["exp_avg_absmax"]``; about
-        a quarter of the memory; under 4,096 elements in all, full state). See
-        ``docs/low-precision.md`` and :meth:`full_state_dict`.
+        (``state[p]["momentum_buffer_codes"]``, uint8, and
+        ``state[p]["momentum_buffer_absmax"]``; about a quarter of the memory; under
+        4,096 elements in all, full state; ``eps=0`` refused). See
+        ``docs/low-precision.md``, ``docs/torch.md`` and :meth:`full_state_dict`.
 
     Notes
     -----
@@ -618,6 +640,7 @@ class Adagrad(FlatOptimizer):
         _check_nonnegative("lr_decay value", group["lr_decay"])
         _check_nonnegative("initial_accumulator_value value", group["initial_accumulator_value"])
         _check_nonnegative("epsilon value", group["eps"])
+        self._check_padding_eps(group)
 
     def _state_names(self, group):
         return ("sum",)
@@ -689,9 +712,10 @@ class RMSprop(FlatOptimizer):
     def _check_group(self, group):
         super()._check_group(group)
         _check_nonnegative("epsilon value", group["eps"])
+        self._check_padding_eps(group)
         _check_nonnegative("momentum value", group["momentum"])
         _check_nonnegative("alpha value", group["alpha"])
-        if group["centered"] and self.state_precision == "8bit":
+        if group["centered"] and self.requested_precision == "8bit":
             raise ValueError(
                 "centered=True with state_precision='8bit' is not supported: square_avg and "
                 "grad_avg are rounded on their own (up to 6% each), so square_avg - "
@@ -772,6 +796,7 @@ class Adam(FlatOptimizer):
     def _check_group(self, group):
         super()._check_group(group)
         _check_nonnegative("epsilon value", group["eps"])
+        self._check_padding_eps(group)
         for index, beta in enumerate(group["betas"]):
             if not 0.0 <= float(beta) < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {index}: {beta}")

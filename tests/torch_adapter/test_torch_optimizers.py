@@ -641,7 +641,8 @@ def test_8bit_state_is_fastopts_with_one_block_layout_per_parameter(name, option
             assert codes.numpy().reshape(-1).tobytes() == expected.tobytes()
             expected = plain.state[state_name + "_absmax"][first[k] : first[k + 1]]
             assert scales.dtype == dtype and scales.numpy().tobytes() == expected.tobytes()
-    assert state_name not in opt.state[p]  # only the 8-bit entries
+    for p in model.parameters():  # only the 8-bit entries
+        assert not any(n in opt.state[p] for n in plain.state.names())
 
 
 @pytest.mark.parametrize("name, options", [EIGHT_CASES[0], EIGHT_CASES[3]], ids=["sgd", "adam"])
@@ -726,9 +727,14 @@ def test_8bit_state_skips_a_parameter_without_a_gradient():
 
 def test_8bit_state_size_threshold_and_refusals():
     small = ft.Adam(network().parameters(), state_precision="8bit")  # 435 elements
-    assert small.state_precision == "full"
-    with pytest.raises(ValueError, match=r"centered=True with state_precision='8bit'"):
-        ft.RMSprop(wide_network().parameters(), centered=True, state_precision="8bit")
+    assert small.state_precision == "full" and small.requested_precision == "8bit"
+    for model in (wide_network(), network()):  # refused at any size, as fastopt.RMSprop
+        with pytest.raises(ValueError, match=r"centered=True with state_precision='8bit'"):
+            ft.RMSprop(model.parameters(), centered=True, state_precision="8bit")
+    for cls in (ft.Adam, ft.AdamW, ft.RMSprop, ft.Adagrad):  # the padding's 0 / (0 + eps)
+        with pytest.raises(ValueError, match=r"eps=0 with state_precision='8bit'"):
+            cls(wide_network().parameters(), eps=0, state_precision="8bit")
+        cls(network().parameters(), eps=0, state_precision="8bit")  # full state: allowed
     with pytest.raises(ValueError, match=r"Invalid state_precision: 'fp8'"):
         ft.SGD(network().parameters(), lr=0.1, state_precision="fp8")
     model = wide_network()
@@ -749,3 +755,69 @@ def test_8bit_state_size_threshold_and_refusals():
     assert entry.keys() == before.keys() and all(torch.equal(entry[k], before[k]) for k in entry)
     assert entry["exp_avg_codes"].data_ptr() == fresh._buffer(torch.float32, "exp_avg").data_ptr()
     assert fresh.param_groups[0]["lr"] == 0.5
+
+
+def test_8bit_state_rejects_a_buffer_of_the_wrong_size_and_keeps_its_state():
+    x, y = wide_data()
+    model = wide_network()
+    opt = ft.Adam(model.parameters(), state_precision="8bit")
+    train(model, opt, x, y, 2)
+    theirs_model = wide_network()
+    theirs = torch.optim.Adam(theirs_model.parameters())
+    train(theirs_model, theirs, x, y, 1)
+    sd = theirs.state_dict()
+    sd["state"][1]["exp_avg"] = sd["state"][1]["exp_avg"][:-1]
+    before = opt.state_dict()
+    snapshot = {i: {k: v.clone() for k, v in e.items()} for i, e in before["state"].items()}
+    with pytest.raises(ValueError, match=r"parameter 1 \(100,\) has exp_avg with 99 elements"):
+        opt.load_state_dict(sd)
+    after = opt.state_dict()
+    assert after["state"].keys() == snapshot.keys()
+    for i, entry in snapshot.items():
+        assert all(torch.equal(after["state"][i][k], v) for k, v in entry.items())
+
+
+def test_8bit_full_state_dict_numbers_a_tied_weight_as_torch_does():
+    """A parameter listed twice in a group: torch's state_dict files its state under its
+    last index, and full_state_dict() files the decoded values there too.
+    """
+    weight = torch.nn.Parameter(torch.randn(80, 80))
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        opt = ft.Adam([weight, weight], state_precision="8bit")
+    weight.grad = torch.randn(80, 80)
+    opt.step()
+    sd, full = opt.state_dict(), opt.full_state_dict()
+    assert sd["param_groups"][0]["params"] == full["param_groups"][0]["params"] == [1, 1]
+    assert list(sd["state"]) == list(full["state"]) == [1]
+    assert set(full["state"][1]) == {"step", "exp_avg", "exp_avg_sq"}
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        theirs = torch.optim.Adam([weight, weight])
+    theirs.load_state_dict(full)
+    assert torch.equal(theirs.state[weight]["exp_avg"], full["state"][1]["exp_avg"])
+
+
+def test_8bit_state_with_two_dtypes_and_an_empty_parameter():
+    """One flat buffer (and one set of codes and scales) per dtype, each aligned; a
+    parameter of 0 elements has no codes and no scales.
+    """
+    torch.manual_seed(0)
+    single = torch.nn.Linear(70, 70)
+    double = torch.nn.Linear(70, 70).double()
+    empty = torch.nn.Parameter(torch.zeros(0, 5))
+    params = [*single.parameters(), empty, *double.parameters()]
+    opt = ft.Adam(params, lr=1e-2, state_precision="8bit")
+    assert set(opt._flat.data) == {torch.float32, torch.float64}
+    x = torch.randn(8, 70)
+    for _ in range(3):
+        opt.zero_grad()
+        (single(x).square().sum() + double(x.double()).square().sum()).backward()
+        empty.grad = torch.zeros(0, 5)
+        opt.step()
+    for p in params:
+        entry = opt.state[p]
+        assert entry["exp_avg_codes"].shape == p.shape
+        assert entry["exp_avg_absmax"].numel() == -(-p.numel() // 256)
+        assert entry["exp_avg_absmax"].dtype == p.dtype
+        if p.numel():
+            assert entry["exp_avg_codes"].any() and entry["exp_avg_absmax"].all()
+    assert all(flat.numel() % 256 == 0 for flat in opt._flat.data.values())
