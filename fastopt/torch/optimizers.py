@@ -143,7 +143,7 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _scale_view(self, i: int, name: str) -> torch.Tensor:
         """Parameter ``i``'s 8-bit scales: its own blocks (it starts on a block)."""
         slot = self._flat.slots[i]
-        self._buffer(slot.dtype, name)
+        self._buffer(slot.dtype, name)  # allocates the codes and the scales on first use
         first = slot.start // blockwise.BLOCK
         blocks = blockwise.blocks_of(slot.stop - slot.start)
         return self._buffers[(slot.dtype, name + ABSMAX)][first : first + blocks]
