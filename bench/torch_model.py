@@ -1,6 +1,6 @@
 """fastopt.torch against torch.optim (fused, foreach) on a torch model of about 10M parameters.
 
-Usage: python bench/torch_model.py [--hidden 1792] [--rounds 30] [--json FILE]
+Usage: python bench/torch_model.py [--hidden 1792] [--rounds 30] [--precision 8bit] [--json FILE]
 
 Each implementation steps its own copy of the model with the same gradients; steps are
 alternated round by round in one process and the medians compared. Also measured: what
@@ -8,7 +8,9 @@ the gradient checks cost per step (fastopt.torch looks at every parameter's ``.g
 storage), and a training step (zero_grad, forward, backward, step) after
 ``opt.zero_grad()`` (gradients stay in the flat buffer) and after ``model.zero_grad()``
 (every ``.grad`` set to None: the next backward makes new tensors, which are copied into
-the flat buffer).
+the flat buffer). With ``--precision bfloat16`` or ``8bit`` fastopt.torch keeps compact
+state, and its full-precision step is timed too (``x_fastopt_full``), with the bytes of
+state each holds.
 """
 
 import argparse
@@ -62,11 +64,25 @@ def median_times(steps, rounds):
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def compare(name, hidden, rounds):
+def state_bytes(opt):
+    """Bytes of the optimizer's state buffers (torch's ``step`` counters left out)."""
+    return sum(b.numel() * b.element_size() for b in opt._buffers.values())
+
+
+def compare(name, hidden, rounds, precision="full"):
     cls, options = CONFIGS[name]
-    steps = {}
+    steps, memory = {}, {}
     ours = with_gradients(hidden)
-    steps["fastopt"] = getattr(ft, cls)(ours.parameters(), **options).step
+    opt = getattr(ft, cls)(ours.parameters(), **options, state_precision=precision)
+    steps["fastopt"] = opt.step
+    if precision != "full":
+        full = getattr(ft, cls)(with_gradients(hidden).parameters(), **options)
+        steps["fastopt_full"] = full.step
+    for step in steps.values():
+        step()  # state allocated
+    memory["fastopt"] = state_bytes(opt)
+    if precision != "full":
+        memory["fastopt_full"] = state_bytes(full)
     modes = ("fused", "foreach") if cls in FUSED else ("foreach",)
     for mode in modes:
         theirs = with_gradients(hidden)
@@ -78,6 +94,8 @@ def compare(name, hidden, rounds):
     row = {
         "optimizer": name,
         "parameters": size,
+        "state_precision": opt.state_precision,
+        "state_bytes": memory,
         "median_ms": {k: v * 1e3 for k, v in median.items()},
     }
     for key in median:
@@ -119,16 +137,19 @@ def main():
     parser.add_argument("--hidden", type=int, default=1792)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--optimizers", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--precision", choices=["full", "bfloat16", "8bit"], default="full",
+                        help="state_precision of fastopt.torch's optimizers")  # fmt: skip
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     rows = []
     for name in args.optimizers:
-        row = compare(name, args.hidden, args.rounds)
+        row = compare(name, args.hidden, args.rounds, args.precision)
         rows.append(row)
         ratios = "  ".join(f"{k[2:]} {v:.2f}x" for k, v in row.items() if k.startswith("x_"))
-        print(f"{name:13s} {row['parameters']:>9d} params  fastopt "
-              f"{row['median_ms']['fastopt']:8.3f} ms  {ratios}")  # fmt: skip
+        print(f"{name:13s} {row['parameters']:>9d} params  fastopt {row['state_precision']} "
+              f"{row['median_ms']['fastopt']:8.3f} ms  {ratios}  state "
+              f"{row['state_bytes']['fastopt'] / 2**20:.1f} MiB")  # fmt: skip
     extra = checks_and_training(args.hidden, args.rounds)
     training = extra["training_ms"]
     print(f"gradient checks: {extra['checks_us']:.1f} us per step for {extra['tensors']} "

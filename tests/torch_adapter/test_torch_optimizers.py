@@ -376,6 +376,13 @@ def test_the_benchmark_script_runs(tmp_path):
     result = json.loads(out.read_text())
     assert [row["optimizer"] for row in result["rows"]] == ["adam", "rmsprop"]
     assert result["rows"][0]["x_torch_fused"] > 0 and result["checks"]["tensors"] == 8
+    subprocess.run([sys.executable, script, "--hidden", "16", "--rounds", "2", "--optimizers",
+                    "adam", "--precision", "8bit", "--json", str(out)], check=True,
+                   capture_output=True, timeout=300)  # fmt: skip
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["state_precision"] == "8bit" and row["x_fastopt_full"] > 0
+    memory = row["state_bytes"]
+    assert 0.25 < memory["fastopt"] / memory["fastopt_full"] < 0.3  # padding included
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"])
