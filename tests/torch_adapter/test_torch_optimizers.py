@@ -526,6 +526,27 @@ def test_torchs_argument_errors():
         ft.Adam([p], lr=torch.tensor([0.1, 0.2]))
 
 
+def assert_resumes_exactly(name, options, precision, build, x, y, steps):
+    """``2 * steps`` updates in one run equal ``steps``, a state_dict, and ``steps`` more
+    in a new optimizer on a copy of the model, bit for bit. Returns the first half's
+    model, optimizer and state_dict.
+    """
+    uninterrupted = build()
+    whole = getattr(ft, name)(uninterrupted.parameters(), state_precision=precision, **options)
+    train(uninterrupted, whole, x, y, 2 * steps)
+    first = build()
+    ours = getattr(ft, name)(first.parameters(), state_precision=precision, **options)
+    train(first, ours, x, y, steps)
+    sd = ours.state_dict()
+    second = build()
+    second.load_state_dict(first.state_dict())
+    resumed = getattr(ft, name)(second.parameters(), state_precision=precision, **options)
+    resumed.load_state_dict(sd)
+    train(second, resumed, x, y, steps)
+    assert max_difference(second, uninterrupted) == 0
+    return first, ours, sd
+
+
 BF16_CASES = [CASES[1], CASES[3], CASES[5], CASES[7], CASES[9]]
 BF16_IDS = ["sgd", "adagrad", "rmsprop", "adam", "adamw"]
 
@@ -558,20 +579,7 @@ def test_bfloat16_state_is_bit_equal_to_fastopt_on_the_same_flat_buffer(name, op
 @pytest.mark.parametrize("name, options", [BF16_CASES[0], BF16_CASES[3]], ids=["sgd", "adam"])
 def test_bfloat16_state_dicts_resume_exactly_and_load_into_torch(name, options):
     x, y = data(torch.float32)
-    uninterrupted = network()
-    whole = getattr(ft, name)(uninterrupted.parameters(), state_precision="bfloat16", **options)
-    train(uninterrupted, whole, x, y, 30)
-    first = network()
-    ours = getattr(ft, name)(first.parameters(), state_precision="bfloat16", **options)
-    train(first, ours, x, y, 15)
-    sd = ours.state_dict()
-    # a bfloat16 run resumes bit for bit
-    second = network()
-    second.load_state_dict(first.state_dict())
-    resumed = getattr(ft, name)(second.parameters(), state_precision="bfloat16", **options)
-    resumed.load_state_dict(sd)
-    train(second, resumed, x, y, 15)
-    assert max_difference(second, uninterrupted) == 0
+    first, ours, sd = assert_resumes_exactly(name, options, "bfloat16", network, x, y, 15)
     # torch.optim takes the state as float32 values, exactly
     third = network()
     third.load_state_dict(first.state_dict())
@@ -655,20 +663,7 @@ def test_8bit_state_is_fastopts_with_one_block_layout_per_parameter(name, option
 @pytest.mark.parametrize("name, options", [EIGHT_CASES[0], EIGHT_CASES[3]], ids=["sgd", "adam"])
 def test_8bit_state_dicts_resume_exactly_and_convert_to_and_from_torch(name, options):
     x, y = wide_data()
-    uninterrupted = wide_network()
-    whole = getattr(ft, name)(uninterrupted.parameters(), state_precision="8bit", **options)
-    train(uninterrupted, whole, x, y, 20)
-    first = wide_network()
-    ours = getattr(ft, name)(first.parameters(), state_precision="8bit", **options)
-    train(first, ours, x, y, 10)
-    sd = ours.state_dict()
-    # an 8-bit run resumes bit for bit
-    second = wide_network()
-    second.load_state_dict(first.state_dict())
-    resumed = getattr(ft, name)(second.parameters(), state_precision="8bit", **options)
-    resumed.load_state_dict(sd)
-    train(second, resumed, x, y, 10)
-    assert max_difference(second, uninterrupted) == 0
+    first, ours, sd = assert_resumes_exactly(name, options, "8bit", wide_network, x, y, 10)
     # full_state_dict(): decoded values, which torch.optim loads and fastopt full state too
     decoded = {}
     for k, p in enumerate(first.parameters()):
