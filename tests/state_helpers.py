@@ -63,3 +63,21 @@ def stream_errors(full, compact, p0, outlier):
     drift = np.abs(compact.param.astype(np.float64) - full.param).mean()
     errors["param"] = drift / np.abs(full.param.astype(np.float64) - p0).mean()
     return errors
+
+
+def assert_within(errors, bounds, rounded_above):
+    """``errors`` (from :func:`stream_errors`) has exactly the buffers of ``bounds`` and
+    stays within them: ``(nmae, mrel, outliers)`` per buffer, a number for ``"param"``;
+    every buffer's nmae is above ``rounded_above`` (the state is rounded, not stored in
+    full precision).
+    """
+    assert set(errors) == set(bounds)
+    for key, bound in bounds.items():
+        if key == "param":
+            assert errors[key] <= bound, (key, errors[key])
+            continue
+        nmae, mrel, outliers = errors[key]
+        assert nmae <= bound[0], (key, "mean absolute error", nmae)
+        assert mrel <= bound[1], (key, "mean relative error", mrel)
+        assert outliers <= bound[2], (key, "outliers", outliers)
+        assert nmae > rounded_above
