@@ -108,8 +108,9 @@ class DataParallel:
                 if min(counts) == 0:
                     raise ValueError(
                         f"ZeRO-1 with 8-bit state needs at least one block of "
-                        f"{blockwise.BLOCK} elements per rank: {param.size} parameters on "
-                        f"{self.size} ranks"
+                        f"{blockwise.BLOCK} elements per rank (blocks start at each group's "
+                        f"first element): {param.size} parameters in "
+                        f"{blockwise.absmax_size(bounds)} blocks on {self.size} ranks"
                     )
                 edges = [blockwise.block_index(bounds, p) for p in (*starts, param.size)]
                 self._block_counts = [b - a for a, b in zip(edges, edges[1:])]

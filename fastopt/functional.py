@@ -32,7 +32,7 @@ import numpy as np
 
 from ._validation import check_betas, check_flag, check_lr, check_nonnegative, check_number
 from .kernels import adagrad, adam, backend, blockwise, rmsprop, sgd
-from .kernels.precision import check_precision, state_dtype
+from .kernels.precision import check_eps, check_precision, state_dtype
 
 
 def _precision(value):
@@ -61,25 +61,63 @@ def _checked_scales(name, pair, where, size, dtype):
         )
     codes, absmax = pair
     blocks = blockwise.blocks_of(size)
+    if where.owns(absmax) and tuple(where.layout(absmax)[0]) != (blocks,):
+        raise ValueError(
+            f"{name} absmax must hold one scale per block of {blockwise.BLOCK} elements of "
+            f"param ({size} elements, {blocks} blocks): expects shape ({blocks},) but got "
+            f"{tuple(where.layout(absmax)[0])}"
+        )
     flat = where.check_like(f"{name} absmax", absmax, (blocks,), dtype, "param")
     if not where.layout(absmax)[3]:
         raise ValueError(f"{name} absmax must be writeable, but the array is read-only")
     return codes, flat
 
 
+def _float_values(name, values):
+    """``values`` as a float32 or float64 ndarray (a TypeError for any other dtype)."""
+    values = np.asarray(values)
+    if values.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"{name} must be float32 or float64 (the dtypes of 8-bit state's parameters), "
+            f"but got {values.dtype}"
+        )
+    return values
+
+
 def encode_8bit(values: np.ndarray, signed: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """``(codes, absmax)`` holding float ``values`` as 8-bit state (one group, blocks of
-    256 from the first element), rounded as a step rounds; ``signed=False`` for sums and
-    averages of squares (see :mod:`fastopt.kernels.blockwise`).
+    """``(codes, absmax)`` holding float ``values`` (float32 or float64) as 8-bit state
+    (one group, blocks of 256 from the first element), rounded as a step rounds;
+    ``signed=False`` for sums and averages of squares (see
+    :mod:`fastopt.kernels.blockwise`). ``codes`` (uint8) has the shape of ``values``,
+    ``absmax`` (their dtype) one scale per block.
     """
-    values = np.ascontiguousarray(values).reshape(-1)
-    return blockwise.quantize(values, check_flag("signed", signed), [(0, values.size)])
+    values = _float_values("values", values)
+    signed = check_flag("signed", signed)
+    flat = np.ascontiguousarray(values).reshape(-1)
+    codes, absmax = blockwise.quantize(flat, signed, [(0, flat.size)])
+    return codes.reshape(values.shape), absmax
 
 
-def decode_8bit(codes: np.ndarray, absmax: np.ndarray, signed: bool = True, dtype=np.float32):
-    """The values of 8-bit state made by :func:`encode_8bit` or a functional step."""
-    codes = np.ascontiguousarray(codes).reshape(-1)
-    return blockwise.dequantize(codes, np.asarray(absmax), signed, [(0, codes.size)], dtype)
+def decode_8bit(
+    codes: np.ndarray, absmax: np.ndarray, signed: bool = True, dtype=np.float32
+) -> np.ndarray:
+    """The values (``dtype``, the shape of ``codes``) of 8-bit state made by
+    :func:`encode_8bit` or a functional step.
+    """
+    codes = np.asarray(codes)
+    if codes.dtype != np.uint8:
+        raise TypeError(f"codes must be uint8 8-bit codes, but got {codes.dtype}")
+    absmax = _float_values("absmax", absmax)
+    blocks = blockwise.blocks_of(codes.size)
+    if absmax.shape != (blocks,):
+        raise ValueError(
+            f"absmax must hold one scale per block of {blockwise.BLOCK} codes ({codes.size} "
+            f"codes, {blocks} blocks): expects shape ({blocks},) but got {absmax.shape}"
+        )
+    flat = np.ascontiguousarray(codes).reshape(-1)
+    signed = check_flag("signed", signed)
+    values = blockwise.dequantize(flat, absmax, signed, [(0, flat.size)], dtype)
+    return values.reshape(codes.shape)
 
 
 def _check_state_dtype(name, actual, precision, expected):
@@ -90,6 +128,11 @@ def _check_state_dtype(name, actual, precision, expected):
         raise TypeError(
             f"{name} must hold bfloat16 words with state_precision='bfloat16': expects "
             f"{expected} but got {actual} (fastopt.to_bfloat16 converts float values)"
+        )
+    if precision == "8bit":
+        raise TypeError(
+            f"{name} codes must be uint8 with state_precision='8bit': expects {expected} but "
+            f"got {actual} (fastopt.functional.encode_8bit converts float values)"
         )
     hint = " (bfloat16 words? pass state_precision='bfloat16')" if actual == np.uint16 else ""
     raise TypeError(
@@ -244,7 +287,7 @@ def adagrad_(
     lr = _lr(lr)
     lr_decay = check_nonnegative("lr_decay value", lr_decay)
     weight_decay = check_nonnegative("weight_decay value", weight_decay)
-    eps = check_nonnegative("epsilon value", eps)
+    eps = check_eps(check_nonnegative("epsilon value", eps), precision)
     prepared = _prepare(param, grad, precision=precision, state_sum=state_sum)
     _run(
         adagrad.ALGORITHM,
@@ -284,7 +327,7 @@ def rmsprop_(
         )
     lr = _lr(lr)
     alpha = check_number("alpha value", alpha, "0 <= alpha <= 1", lambda v: 0 <= v <= 1)
-    eps = check_nonnegative("epsilon value", eps)
+    eps = check_eps(check_nonnegative("epsilon value", eps), precision)
     weight_decay = check_nonnegative("weight_decay value", weight_decay)
     momentum = check_nonnegative("momentum value", momentum)
     centered = check_flag("centered", centered)
@@ -338,7 +381,7 @@ def adam_(
     step = _check_step(step)
     lr = _lr(lr)
     betas = check_betas(betas)
-    eps = check_nonnegative("epsilon value", eps)
+    eps = check_eps(check_nonnegative("epsilon value", eps), precision)
     weight_decay = check_nonnegative("weight_decay value", weight_decay)
     amsgrad = check_flag("amsgrad", amsgrad)
     decoupled = check_flag("decoupled_weight_decay", decoupled_weight_decay)

@@ -278,11 +278,59 @@ def test_8bit_functional_arguments_are_checked_before_touching_anything(rng):
     before = p.copy()
     with pytest.raises(TypeError, match=r"exp_avg must be a \(codes, absmax\) pair"):
         F.adam_(p, g, m[0], v, step=1, state_precision="8bit")
-    with pytest.raises(ValueError, match=r"exp_avg_sq absmax must have the shape of param: "
-                                         r"expects \(3,\) but got \(2,\)"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"exp_avg_sq absmax must hold one scale per block of "
+                                         r"256 elements of param \(600 elements, 3 blocks\): "
+                                         r"expects shape \(3,\) but got \(2,\)"):  # fmt: skip
         F.adam_(p, g, m, (v[0], v[1][:2]), step=1, state_precision="8bit")
     with pytest.raises(TypeError, match=r"exp_avg_sq absmax must have the dtype of param"):
         F.adam_(p, g, m, v, step=1, state_precision="8bit")  # float64 scales of encode_8bit
     with pytest.raises(ValueError, match=r"centered=True with state_precision='8bit'"):
         F.rmsprop_(p, g, v, m, centered=True, state_precision="8bit")
+    with pytest.raises(
+        TypeError,
+        match=r"exp_avg codes must be uint8 with "
+        r"state_precision='8bit': expects uint8 but got float32",
+    ):
+        F.adam_(p, g, (p.copy(), m[1]), v, step=1, state_precision="8bit")
+    for call in (lambda: F.adam_(p, g, m, v, step=1, eps=0.0, state_precision="8bit"),
+                 lambda: F.adagrad_(p, g, v, step=1, eps=0.0, state_precision="8bit"),
+                 lambda: F.rmsprop_(p, g, v, eps=0.0, state_precision="8bit")):  # fmt: skip
+        with pytest.raises(ValueError, match=r"eps=0 with state_precision='8bit'"):
+            call()
     assert p.tobytes() == before.tobytes() and not m[0].any() and not m[1].any()
+
+
+def test_encode_8bit_keeps_the_shape_for_a_multidimensional_param(rng):
+    p = rng.standard_normal((64, 80)).astype(np.float32)
+    q = p.copy()
+    g = rng.standard_normal((64, 80)).astype(np.float32)
+    m, v = F.encode_8bit(np.zeros_like(p)), F.encode_8bit(np.zeros_like(p), signed=False)
+    assert m[0].shape == (64, 80) and m[1].shape == (blockwise.blocks_of(p.size),)
+    F.adam_(p, g, m, v, step=1, state_precision="8bit")
+    zeros = np.zeros(q.size, np.float32)
+    flat_m, flat_v = F.encode_8bit(zeros), F.encode_8bit(zeros, signed=False)
+    F.adam_(q.reshape(-1), g.reshape(-1), flat_m, flat_v, step=1, state_precision="8bit")
+    assert p.tobytes() == q.tobytes()
+    assert m[0].tobytes() == flat_m[0].tobytes() and v[0].tobytes() == flat_v[0].tobytes()
+    decoded = F.decode_8bit(*m)
+    assert decoded.shape == (64, 80)
+    np.testing.assert_array_equal(decoded.reshape(-1), F.decode_8bit(*flat_m))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int64, np.uint8])
+def test_encode_8bit_takes_float32_or_float64_only(dtype):
+    with pytest.raises(TypeError, match=rf"values must be float32 or float64 .* but got "
+                                        rf"{np.dtype(dtype)}"):  # fmt: skip
+        F.encode_8bit(np.ones(300, dtype))
+
+
+def test_decode_8bit_checks_its_codes_and_scales():
+    codes, absmax = F.encode_8bit(np.linspace(-1, 1, 600))
+    with pytest.raises(ValueError, match=r"absmax must hold one scale per block of 256 codes "
+                                         r"\(600 codes, 3 blocks\): expects shape \(3,\) "
+                                         r"but got \(2,\)"):  # fmt: skip
+        F.decode_8bit(codes, absmax[:2])
+    with pytest.raises(TypeError, match=r"codes must be uint8 8-bit codes, but got int64"):
+        F.decode_8bit(codes.astype(np.int64), absmax)
+    with pytest.raises(TypeError, match=r"absmax must be float32 or float64"):
+        F.decode_8bit(codes, absmax.astype(np.int32))

@@ -49,6 +49,8 @@ several operations more per element on a step that is bound by arithmetic on the
 Buffers of fewer than :data:`MIN_SIZE` elements keep full-precision state.
 """
 
+import bisect
+
 import numpy as np
 
 BLOCK = 256
@@ -323,16 +325,25 @@ def block_index(bounds, position):
 
 def aligned_cuts(bounds, size, parts):
     """``(counts, starts)`` of ``parts`` contiguous slices of ``size`` elements, as even as
-    block boundaries allow: each cut is the boundary nearest to the even split.
+    block boundaries allow: each cut is the boundary nearest to the even split among those
+    that leave every slice at least one block. With fewer blocks than ``parts`` some
+    slices are empty.
     """
     candidates = sorted(
         {0, size} | {p for start, stop in bounds for p in (*range(start, stop, BLOCK), stop)}
     )
-    cuts = [0]
+    last = len(candidates) - 1
+    cuts, index = [0], 0
     for r in range(1, parts):
         target = r * size / parts
-        best = min(candidates, key=lambda p: (abs(p - target), p))
-        cuts.append(max(best, cuts[-1]))
+        lo = min(index + 1, last)
+        hi = max(lo, last - (parts - r))
+        k = bisect.bisect_left(candidates, target, lo, hi + 1)
+        index = min(
+            (j for j in (k - 1, k) if lo <= j <= hi),
+            key=lambda j: (abs(candidates[j] - target), j),
+        )
+        cuts.append(candidates[index])
     cuts.append(size)
     counts = [b - a for a, b in zip(cuts, cuts[1:])]
     return counts, cuts[:-1]

@@ -1,4 +1,6 @@
-"""How the optimizer state is stored: ``"full"`` (the parameter dtype) or ``"bfloat16"``.
+"""How the optimizer state is stored: ``"full"`` (the parameter dtype), ``"bfloat16"`` or
+``"8bit"`` (blockwise codes and scales: :mod:`fastopt.kernels.blockwise`, whose kernels
+decode and encode whole blocks around the full-precision loop).
 
 The arithmetic of a step always runs in the parameter dtype; only the stored state is
 rounded. An update loop reads a state element with ``load(word, f)`` (``f``: the parameter
@@ -44,6 +46,18 @@ def check_precision(value):
     return value
 
 
+def check_eps(eps, precision):
+    """``eps`` (already checked as a number), unless it is 0 with 8-bit state."""
+    if precision == "8bit" and eps == 0:
+        raise ValueError(
+            "eps=0 with state_precision='8bit' is not supported: a state value below its "
+            "block's smallest code is stored as 0, so an element whose state reads back as 0 "
+            "and whose gradient is 0 would divide 0 by 0 + eps (NaN); use eps > 0 (or "
+            "state_precision='bfloat16')"
+        )
+    return eps
+
+
 # -- per-element loads and stores (compiled by each backend) -----------------------------
 def full_load(value, f):
     return value
@@ -62,7 +76,7 @@ def bfloat16_store(value):
     high = np.uint32(bits >> np.uint32(16))
     rounded = np.uint32(np.uint32(bits + np.uint32(0x7FFF) + (high & np.uint32(1))) >> 16)
     if np.uint32(bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
-        rounded = np.uint32(high | np.uint32(0x40))  # a NaN: quiet, sign and payload kept
+        rounded = np.uint32(high | np.uint32(0x40))  # a NaN: quiet, its sign and upper payload kept
     return np.uint16(rounded)
 
 

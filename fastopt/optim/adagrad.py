@@ -7,6 +7,7 @@ from typing import Any
 
 from .._validation import check_nonnegative
 from ..kernels import adagrad
+from ..kernels.precision import check_eps
 from .base import Optimizer
 from .params import LearningRate, Params
 
@@ -32,6 +33,7 @@ class Adagrad(Optimizer):
     weight_decay : float, default 0
     initial_accumulator_value : float, default 0
     eps : float, default 1e-10
+        Must be positive with ``state_precision="8bit"`` (see docs/low-precision.md).
     maximize, param_groups, max_grad_norm, skip_nonfinite, device, state_precision
         As for :class:`fastopt.SGD`.
 
@@ -71,7 +73,7 @@ class Adagrad(Optimizer):
         self.initial_accumulator_value = check_nonnegative(
             "initial_accumulator_value value", initial_accumulator_value
         )
-        self.eps = check_nonnegative("epsilon value", eps)
+        self.eps = check_eps(check_nonnegative("epsilon value", eps), state_precision)
         self.defaults = {
             "lr_decay": self.lr_decay,
             "weight_decay": weight_decay,

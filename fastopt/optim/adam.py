@@ -7,6 +7,7 @@ from typing import Any
 
 from .._validation import check_betas, check_flag, check_nonnegative
 from ..kernels import adam
+from ..kernels.precision import check_eps
 from .base import Optimizer
 from .params import LearningRate, Params
 
@@ -35,6 +36,7 @@ class Adam(Optimizer):
     betas : (float, float), default (0.9, 0.999)
         Each in [0, 1).
     eps : float, default 1e-8
+        Must be positive with ``state_precision="8bit"`` (see docs/low-precision.md).
     weight_decay : float, default 0
     amsgrad : bool, default False
         Keep the running maximum of the (uncorrected) second moment.
@@ -95,7 +97,7 @@ class Adam(Optimizer):
         state_precision: str = "full",
     ) -> None:
         self.betas = check_betas(betas)
-        self.eps = check_nonnegative("epsilon value", eps)
+        self.eps = check_eps(check_nonnegative("epsilon value", eps), state_precision)
         self.amsgrad = check_flag("amsgrad", amsgrad)
         self.decoupled_weight_decay = check_flag("decoupled_weight_decay", decoupled_weight_decay)
         self.defaults = {

@@ -7,6 +7,7 @@ from typing import Any
 
 from .._validation import check_flag, check_nonnegative, check_number
 from ..kernels import rmsprop
+from ..kernels.precision import check_eps
 from .base import Optimizer
 from .params import LearningRate, Params
 
@@ -32,7 +33,7 @@ class RMSprop(Optimizer):
     alpha : float, default 0.99
         Smoothing constant, in [0, 1].
     eps : float, default 1e-8
-        Added outside the square root.
+        Added outside the square root; must be positive with ``state_precision="8bit"``.
     weight_decay : float, default 0
     momentum : float, default 0
     centered : bool, default False
@@ -76,7 +77,7 @@ class RMSprop(Optimizer):
         state_precision: str = "full",
     ) -> None:
         self.alpha = check_number("alpha value", alpha, "0 <= alpha <= 1", lambda v: 0 <= v <= 1)
-        self.eps = check_nonnegative("epsilon value", eps)
+        self.eps = check_eps(check_nonnegative("epsilon value", eps), state_precision)
         self.momentum = check_nonnegative("momentum value", momentum)
         self.centered = check_flag("centered", centered)
         if self.centered and state_precision == "8bit":

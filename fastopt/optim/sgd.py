@@ -63,12 +63,15 @@ class SGD(Optimizer):
         array (numba.cuda, CuPy, a detached torch CUDA tensor: anything with
         ``__cuda_array_interface__``) is updated in place by CUDA kernels, zero-copy;
         ``step(grad)`` then needs a device gradient. Needs the ``fastopt[cuda]`` extra.
-    state_precision : {"full", "bfloat16"}, default "full"
+    state_precision : {"full", "bfloat16", "8bit"}, default "full"
         How the state buffers are stored. "full": in the parameter dtype, bit-equal to
         torch. "bfloat16": as 16-bit words (``uint16`` arrays of bfloat16 bit patterns,
-        half the memory of float32), rounded to nearest even on every store; the
-        arithmetic still runs in the parameter dtype. ``opt.state.decoded(name)`` gives
-        a buffer's values. See ``docs/low-precision.md`` for the numerics contract.
+        half the memory of float32), rounded to nearest even on every store. "8bit": one
+        ``uint8`` code per element and one scale per block of 256 elements (about a
+        quarter of float32's memory; see :mod:`fastopt.kernels.blockwise`); buffers of
+        fewer than 4,096 elements keep full state. The arithmetic always runs in the
+        parameter dtype. ``opt.state.decoded(name)`` gives a buffer's values. See
+        ``docs/low-precision.md`` for the numerics contract.
 
     Notes
     -----

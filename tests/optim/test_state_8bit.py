@@ -767,6 +767,33 @@ def test_a_centered_rmsprop_refuses_8bit_state():
     assert np.isfinite(full.param).all() and np.isfinite(compact.param).all()
 
 
+EPS_ZERO = [("Adam", {}), ("AdamW", {"amsgrad": True}), ("Adagrad", {}), ("RMSprop", {}),
+            ("RMSprop", {"momentum": 0.5})]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, options", EPS_ZERO, ids=[n for n, _ in EPS_ZERO])
+def test_eps_zero_is_refused_with_8bit_state(name, options, rng):
+    """With eps=0, an element whose state is below its block's smallest code (stored as
+    0) and whose gradient is 0 divides 0 by 0: measured NaN parameters where full and
+    bfloat16 state stay finite. So "8bit" refuses eps=0 (at any size, as it refuses a
+    centered RMSprop); the other precisions keep accepting it.
+    """
+    size = 8192
+    g = np.ones(size, np.float32)
+    g[0] = 1e-6  # its state rounds to 0 in a block of 1.0 gradients
+    for precision in ("full", "bfloat16"):
+        p = np.ones(size, np.float32)
+        opt = make(name, p, lr=0.01, eps=0.0, state_precision=precision, **options)
+        opt.step(g)
+        opt.step(np.zeros(size, np.float32))
+        assert np.isfinite(p).all(), precision
+    for n in (size, 100):
+        with pytest.raises(ValueError, match=r"eps=0 with state_precision='8bit' is not "
+                                             r"supported: .*use eps > 0"):  # fmt: skip
+            make(name, np.ones(n, np.float32), lr=0.01, eps=0.0, state_precision=EIGHT,
+                 **options)  # fmt: skip
+
+
 # -- the rest of the optimizer with 8-bit state ----------------------------------------------
 
 
@@ -893,6 +920,35 @@ def test_a_shard_off_a_block_boundary_is_refused(start, stop, element, group, rn
         opt.shard(start, stop)
     assert snapshot(p, opt) == before
     opt.step(gradients(rng, SMALL, np.float32, 1)[0])  # still works
+
+
+CUTS = [([(0, 4097)], 17), ([(0, 5000)], 19), ([(0, 1000), (1000, 5099)], 7),
+        ([(0, 1000), (1000, 5099)], 2), ([(0, 10**6)], 32)]  # fmt: skip
+
+
+@pytest.mark.parametrize("bounds, ranks", CUTS, ids=[f"{b[-1][1]}-on-{r}" for b, r in CUTS])
+def test_zero_shards_of_8bit_state_each_get_whole_blocks(bounds, ranks):
+    """DataParallel(zero=True) cuts 8-bit state on block boundaries: every rank gets at
+    least one block while there are enough, each cut the allowed boundary nearest to
+    the even split (4097 elements on 17 ranks: 16 blocks of 256 and one of 1).
+    """
+    size = bounds[-1][1]
+    counts, starts = blockwise.aligned_cuts(bounds, size, ranks)
+    assert len(counts) == len(starts) == ranks and sum(counts) == size
+    assert min(counts) > 0
+    assert starts == [sum(counts[:r]) for r in range(ranks)]
+    for start in (*starts, size):
+        blockwise.block_index(bounds, start)  # raises off a block boundary
+    if len(bounds) == 1 and size / ranks >= blockwise.BLOCK:
+        assert all(abs(start - r * size / ranks) <= blockwise.BLOCK / 2
+                   for r, start in enumerate(starts))  # fmt: skip
+
+
+def test_zero_shards_of_8bit_state_run_out_only_with_fewer_blocks_than_ranks():
+    counts, _ = blockwise.aligned_cuts([(0, 4096)], 4096, 16)
+    assert counts == [256] * 16
+    counts, _ = blockwise.aligned_cuts([(0, 4096)], 4096, 17)  # 16 blocks for 17 ranks
+    assert sorted(counts) == [0] + [256] * 16
 
 
 # -- state_dict ------------------------------------------------------------------------------
