@@ -105,7 +105,7 @@ def save_checkpoint(
             values = optimizer.backend.to_host(optimizer.param)
             saved_params = {"data": values.reshape(tuple(params.shape)), "dtype": str(values.dtype)}
             manifest["params"] = "array"
-        saved_optimizer = optimizer.state_dict()
+        saved_optimizer = optimizer._state_dict_between_steps()
     arrays = {MANIFEST: json.dumps({"format": FORMAT, "version": VERSION, **manifest})}
     arrays.update({f"params.{k}": v for k, v in saved_params.items()})
     arrays.update({f"optimizer.{k}": v for k, v in saved_optimizer.items()})

@@ -353,8 +353,14 @@ class Optimizer:
         JSON text: the constructor's options (:attr:`defaults`), ``max_grad_norm``,
         ``skip_nonfinite`` and each group's ``lr``, ``lr_scale`` and ``weight_decay``;
         a schedule as its ``to_dict()``, another callable as its repr) and one copied host
-        array per state buffer, with torch's names.
+        array per state buffer, with torch's names. Taken between steps: a step running in
+        another thread finishes first, so the copy is never half one step, half the next.
         """
+        with self._lock:
+            return self._state_dict_between_steps()
+
+    def _state_dict_between_steps(self) -> dict[str, Any]:
+        """:meth:`state_dict` for a caller that holds the step lock."""
         if self._released:
             raise RuntimeError(
                 "this optimizer's state was sharded by DataParallel(zero=True) "

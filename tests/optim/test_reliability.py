@@ -369,6 +369,27 @@ def test_one_optimizer_stepped_from_two_threads_loses_nothing(size):
     np.testing.assert_array_equal(p, -2.0 * steps)
 
 
+def test_state_dict_taken_while_another_thread_steps_is_one_step_s_state():
+    """momentum=1 with a gradient of ones: after step t every element of the buffer is t.
+    A copy taken in the middle of a step would hold t and t + 1 (or a step count that
+    does not match the buffer).
+    """
+    size, steps = 2_000_000, 60
+    opt = fastopt.SGD(np.zeros(size), lr=1e-3, momentum=1.0)
+    g = np.ones(size)
+    stepping = threading.Thread(target=lambda: [opt.step(g) for _ in range(steps)])
+    stepping.start()
+    seen = set()
+    while stepping.is_alive():
+        saved = opt.state_dict()
+        buffer = saved.get("momentum_buffer")
+        if buffer is not None:
+            assert (buffer == saved["step"]).all(), (saved["step"], np.unique(buffer)[:4])
+            seen.add(int(saved["step"]))
+    stepping.join()
+    assert opt.step_count == steps and len(seen) > 1
+
+
 def test_independent_optimizers_in_threads_match_a_serial_run(rng):
     size, steps = 50_000, 100
     starts = [rng.standard_normal(size) for _ in range(3)]
