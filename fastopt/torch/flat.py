@@ -11,10 +11,14 @@ having a gradient and, when autograd or a user replaced ``p.grad`` with another 
 (after ``model.zero_grad()``, which sets it to None, or a hook), copies it into the flat
 buffer and points ``p.grad`` back at the view. The step checks each parameter again
 (identity of ``p.grad``, address of ``p.data``), so a gradient is never stale or missing.
+A gradient written into the view in place (``p.grad.copy_(g)``) is seen by the view's
+version counter: each gradient view is its own tensor over its slice of the buffer (not a
+view of the whole buffer, whose counter all its views would share).
 """
 
 from __future__ import annotations
 
+import operator
 import weakref
 from typing import Any, NamedTuple
 
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 SUPPORTED = (torch.float32, torch.float64)
+_version = operator.attrgetter("_version")
 
 
 class Slot(NamedTuple):
@@ -62,6 +67,7 @@ class FlatBuffers:
                 sizes[p.dtype] = end
                 self.params.append(p)
                 self.slots.append(Slot(p.dtype, group_index, start, start + p.numel(), end))
+        check_no_overlap(self.params)
         # NumPy allocates the buffers (torch wraps them, zero-copy): it asks the kernel
         # for huge pages on large arrays, which the update's streams run faster on
         self.host_data = {dtype: host_zeros(size, dtype) for dtype, size in sizes.items()}
@@ -70,6 +76,8 @@ class FlatBuffers:
         self.grad = {dtype: torch.from_numpy(a) for dtype, a in self.host_grad.items()}
         self.has_grad = np.zeros(len(self.params), bool)
         self.grad_views: list[torch.Tensor] = []
+        # each view's version counter when its gradient was last cleared (see written())
+        self.versions: list[int] = []
         self.addresses: list[int] = []
         self.index = {id(p): i for i, p in enumerate(self.params)}
         self.hooks: dict[int, Any] = {}
@@ -80,7 +88,8 @@ class FlatBuffers:
             for i, (p, slot) in enumerate(zip(self.params, self.slots)):
                 data = self.data[slot.dtype][slot.start : slot.stop]
                 data.copy_(p.detach().reshape(-1))
-                grad = self.grad[slot.dtype][slot.start : slot.stop].view_as(p)
+                grad = torch.from_numpy(self.host_grad[slot.dtype][slot.start : slot.stop])
+                grad = grad.view_as(p)
                 if p.grad is not None:
                     grad.copy_(p.grad)
                     self.has_grad[i] = True
@@ -90,6 +99,7 @@ class FlatBuffers:
                 if p.requires_grad:
                     p.grad = grad
                     self.hook(i)
+        self.versions = list(map(_version, self.grad_views))
 
     def hook(self, i: int) -> None:
         """Follow parameter ``i``'s gradients (see the module docstring); a parameter
@@ -132,6 +142,7 @@ class FlatBuffers:
         parameter whose storage left the flat buffer (``model.half()``, ``.to(...)``,
         ``load_state_dict(assign=True)``) raises before anything is written.
         """
+        has_grad = self.has_grad
         for i, p in enumerate(self.params):
             if p.data_ptr() != self.addresses[i]:
                 raise RuntimeError(
@@ -145,28 +156,89 @@ class FlatBuffers:
                 self.hook(i)  # unfrozen since construction
             grad = p.grad
             if grad is None:
-                self.has_grad[i] = False
+                has_grad[i] = False
             elif grad is not self.grad_views[i]:
                 self.adopt(i, p)
-                self.has_grad[i] = True
-        return self.has_grad
+                has_grad[i] = True
+            elif not has_grad[i] and self.written(i):
+                has_grad[i] = True
+        return has_grad
+
+    def written(self, i: int) -> bool:
+        """Whether a gradient was written into parameter ``i``'s view in place since its
+        gradient was cleared (``p.grad.copy_(g)`` where torch would have ``p.grad`` None):
+        its version counter moved and it holds a value that is not zero. In-place
+        operations on every ``.grad`` (``clip_grad_norm_``, a gradient scaler's
+        ``unscale_``) also move the counter of a parameter that backward did not reach;
+        its gradient stays zero, and it stays skipped, as torch skips its None.
+        """
+        view = self.grad_views[i]
+        if view._version == self.versions[i]:
+            return False
+        slot = self.slots[i]
+        return bool(self.host_grad[slot.dtype][slot.start : slot.stop].any())
 
     def zero_grad(self, set_to_none: bool) -> None:
         """Zero the flat gradient buffers in place (the views stay); with ``set_to_none``
-        every parameter counts as having no gradient until the next backward reaches it.
+        every parameter counts as having no gradient until the next backward reaches it
+        (or a gradient is written into its view). Without it, every parameter that has a
+        gradient keeps a zero one, which the next step applies, as torch does.
         """
+        if len(self.hooks) < len(self.params):
+            for i, p in enumerate(self.params):
+                if i not in self.hooks and p.requires_grad:
+                    self.hook(i)  # unfrozen since construction: backward must mark it
+        if not set_to_none and not self.has_grad.all():
+            for i, p in enumerate(self.params):
+                if not self.has_grad[i] and p.grad is self.grad_views[i] and self.written(i):
+                    self.has_grad[i] = True
         for grad in self.grad.values():
             grad.zero_()
         for i, p in enumerate(self.params):
-            if p.grad is not None and p.grad is not self.grad_views[i]:
-                p.grad = self.grad_views[i] if p.requires_grad else None
+            grad = p.grad
+            if grad is not None and grad is not self.grad_views[i]:
+                if set_to_none:
+                    p.grad = self.grad_views[i] if p.requires_grad else None
+                else:  # torch zeroes this tensor and steps it: the zeroed view stands in
+                    p.grad = self.grad_views[i]
+                    self.has_grad[i] = True
         if set_to_none:
             self.has_grad[:] = False
+        self.versions = list(map(_version, self.grad_views))
 
 
 def _remove_hooks(hooks):
     for handle in hooks.values():
         handle.remove()
+
+
+def check_no_overlap(params: list[torch.Tensor]) -> None:
+    """Raise if two distinct parameters overlap in memory: copied into separate places of
+    the flat buffer, they would silently stop sharing their values.
+    """
+    extents = []
+    for index, p in enumerate(params):
+        if p.numel() == 0:
+            continue
+        size = p.element_size()
+        start = p.untyped_storage().data_ptr() + p.storage_offset() * size
+        span = 1 + sum((n - 1) * abs(stride) for n, stride in zip(p.shape, p.stride()))
+        extents.append((start, start + span * size, index))
+    extents.sort()
+    reach, widest = 0, -1
+    for start, stop, index in extents:
+        if start < reach:
+            a, b = sorted((widest, index))
+            raise ValueError(
+                f"parameters {a} {tuple(params[a].shape)} and {b} {tuple(params[b].shape)} "
+                "overlap in memory (a tie made with `b.data = a.data`, or views of one "
+                "tensor): fastopt.torch moves each parameter into its own place in a flat "
+                "buffer, which would untie them. Tie weights by using one Parameter object "
+                "in both places (`decoder.weight = encoder.weight`), or give each "
+                "parameter its own storage (`.clone()`)"
+            )
+        if stop > reach:
+            reach, widest = stop, index
 
 
 def host_zeros(size: int, dtype: torch.dtype) -> np.ndarray:

@@ -10,11 +10,13 @@ run of parameters (usually one per group). See ``docs/torch.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch.autograd.graph import increment_version
 
 from .._config import REDUCTION_BLOCK
 from .._validation import check_number, scheduled_lr
@@ -30,13 +32,129 @@ CODES = "_codes"
 tensor of the parameter's shape, beside ``exp_avg_absmax``, one scale per block)."""
 
 
+class _Changes:
+    """Whether an optimizer's ``state``, or an entry of it, changed since the last step
+    looked at them.
+    """
+
+    __slots__ = ("dirty",)
+
+    def __init__(self) -> None:
+        self.dirty = True
+
+
+class _Tracked:
+    """Dict methods that record a change before making it (for the two classes below)."""
+
+    __slots__ = ()
+    _changes: _Changes
+
+    def __setitem__(self, key, value):
+        self._changes.dirty = True
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        self._changes.dirty = True
+        super().__delitem__(key)
+
+    def __ior__(self, other):
+        self._changes.dirty = True
+        return super().__ior__(other)
+
+    def clear(self):
+        self._changes.dirty = True
+        super().clear()
+
+    def pop(self, *args):
+        self._changes.dirty = True
+        return super().pop(*args)
+
+    def popitem(self):
+        self._changes.dirty = True
+        return super().popitem()
+
+    def setdefault(self, key, default=None):
+        self._changes.dirty = True
+        return super().setdefault(key, default)
+
+    def update(self, *args, **kwargs):
+        self._changes.dirty = True
+        super().update(*args, **kwargs)
+
+
+class StateEntry(_Tracked, dict):
+    """A parameter's entry in ``opt.state``: a dict (``step`` and the state tensors) that
+    tells its optimizer when it is changed, so that the step looks at the entries only
+    then. Copies and pickles of it are plain dicts.
+    """
+
+    __slots__ = ("_changes",)
+
+    def __init__(self, changes: _Changes, items: Mapping[Any, Any] | None = None) -> None:
+        super().__init__()
+        self._changes = changes
+        if items:
+            dict.update(self, items)
+
+    def __reduce__(self):
+        return dict, (dict(self),)
+
+
+class OptimizerState(_Tracked, defaultdict):
+    """``opt.state``: torch's ``defaultdict(dict)`` of the parameters' entries, which tells
+    its optimizer when it or an entry is changed (a missing entry is created as an empty
+    :class:`StateEntry`). Copies and pickles of it are plain ``defaultdict(dict)``.
+    """
+
+    __slots__ = ("_changes",)
+
+    def __init__(self, changes: _Changes, items: Mapping[Any, Any] | None = None) -> None:
+        super().__init__(dict)
+        self._changes = changes
+        if items is not None:
+            if not isinstance(items, Mapping):
+                raise TypeError(
+                    f"opt.state must be a dict of the parameters' state entries, not a "
+                    f"{type(items).__name__}"
+                )
+            dict.update(self, items)
+
+    def __missing__(self, key):
+        entry = self[key] = StateEntry(self._changes)
+        return entry
+
+    def __reduce__(self):
+        return defaultdict, (dict,), None, None, iter(self.items())
+
+    def copy(self):
+        return defaultdict(dict, self)
+
+    __copy__ = copy
+
+    def __or__(self, other):
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        merged = self.copy()
+        merged.update(other)
+        return merged
+
+
 class FlatOptimizer(torch.optim.Optimizer):
     """The shared machinery; subclasses set ``algorithm``, ``_state_names(group)``,
-    ``_scalars(group, step)`` and ``_initial_state`` (what a new state buffer holds).
+    ``_scalars(group, step, first)``, ``_initial_state`` (what a new state buffer holds)
+    and ``_group_defaults`` (the options torch's ``__setstate__`` adds to a loaded
+    group that lacks them).
 
     Parameters that have no gradient at a step (``p.grad`` is None, or nothing reached
     them since ``zero_grad()``) are skipped, as torch skips them: no update, no weight
     decay, and their ``step`` does not advance.
+
+    ``opt.state`` holds torch's entries, as views of the flat state buffers. When it or an
+    entry is changed (cleared, replaced, another tensor bound), the next update of each
+    parameter looks at its entry again first: an empty or missing entry starts the
+    parameter afresh (state at its initial value, ``step`` 0), and a tensor that is not
+    the view is checked and copied into the flat buffers, the entry then holding the
+    views again.
 
     With ``state_precision="8bit"`` every parameter starts at a multiple of
     :data:`fastopt.kernels.blockwise.BLOCK` elements in the flat buffers, so each
@@ -56,6 +174,7 @@ class FlatOptimizer(torch.optim.Optimizer):
         skip_nonfinite: bool = False,
         state_precision: str = "full",
     ) -> None:
+        self._changes = _Changes()  # before torch's constructor sets self.state
         self.state_precision = self.requested_precision = check_precision(state_precision)
         if defaults.get("foreach") and defaults.get("fused"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
@@ -80,21 +199,57 @@ class FlatOptimizer(torch.optim.Optimizer):
         eight_bit = self.state_precision == "8bit"
         self._flat = FlatBuffers(self.param_groups, blockwise.BLOCK if eight_bit else 1)
         self._workspaces: dict[torch.dtype, np.ndarray] = {}
-        self._steps = np.zeros(len(self._flat.params), np.float32)  # torch's state["step"]
-        self._has_state = np.zeros(len(self._flat.params), bool)
+        count = len(self._flat.params)
+        self._steps = np.zeros(count, np.float32)  # torch's state["step"]
         self._step_views = torch.from_numpy(self._steps)
+        self._step_tensors = list(self._step_views)  # each parameter's "step": the same view
+        self._views: list[dict[str, torch.Tensor]] = [{} for _ in range(count)]
+        # entries to look at before the parameter's next update, and the state names each
+        # group's entries were last looked at for
+        self._stale = np.ones(count, bool)
+        self._any_stale = True
+        self._names: list[tuple[str, ...] | None] = [None] * len(self.param_groups)
+        self._members = [
+            np.array([i for i, s in enumerate(self._flat.slots) if s.group == g], np.intp)
+            for g in range(len(self.param_groups))
+        ]
         self._buffers: dict[tuple[torch.dtype, str], torch.Tensor] = {}
         self._host_buffers: dict[tuple[torch.dtype, str], np.ndarray] = {}
-        self._whole_runs = self._runs(np.ones(len(self._flat.params), bool))
+        self._whole_runs = self._runs(np.ones(count, bool), self._steps)
         self._partials = {}
         self._eager_state()
+
+    @property
+    def state(self) -> OptimizerState:
+        """The per-parameter state, as torch's: ``opt.state[p]`` is a dict of ``step`` and
+        the state tensors, views of the flat state buffers. It can be changed as torch's can
+        (cleared, replaced, an entry deleted or another tensor bound in it); the change
+        takes effect at the parameter's next update (see :class:`FlatOptimizer`).
+        """
+        return self._state
+
+    @state.setter
+    def state(self, value: Mapping[Any, Any]) -> None:
+        self._changes.dirty = True
+        if not (isinstance(value, OptimizerState) and value._changes is self._changes):
+            value = OptimizerState(self._changes, value)
+        self._state = value
 
     # -- what subclasses define --------------------------------------------------------
     def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         raise NotImplementedError
 
-    def _scalars(self, group: dict[str, Any], step: int) -> tuple:
+    def _scalars(self, group: dict[str, Any], step: int, first: bool) -> tuple:
+        """The kernel's scalars for update ``step`` of a run of parameters; ``first``: the
+        run's momentum buffers start from this gradient (SGD's first update, or its
+        buffer created since).
+        """
         raise NotImplementedError
+
+    _group_defaults: dict[str, Any] = {}
+    """What torch's ``__setstate__`` sets in a loaded group that lacks it."""
+    _group_forced: dict[str, Any] = {}
+    """What torch's ``__setstate__`` sets in every loaded group (AdamW's decoupling)."""
 
     def _check_group(self, group: dict[str, Any]) -> None:
         """Raise torch's errors for a group's options (at construction and every step)."""
@@ -160,30 +315,61 @@ class FlatOptimizer(torch.optim.Optimizer):
             )
         super().add_param_group(param_group)
 
-    def _init_state(self, i: int) -> None:
-        """The state entry torch keeps for parameter ``i``, as views of the flat buffers."""
-        self._has_state[i] = True
-        p = self._flat.params[i]
+    def _keys(self, i: int, name: str) -> tuple[tuple[str, torch.Tensor], ...]:
+        """The keys and views state ``name`` of parameter ``i`` has in its entry: ``name``,
+        or for "8bit" its codes and its scales (the same view objects every time).
+        """
+        views = self._views[i]
+        if self.state_precision == "8bit":
+            codes, scales = name + CODES, name + ABSMAX
+            if codes not in views:
+                views[codes], views[scales] = self._state_view(i, name), self._scale_view(i, name)
+            return (codes, views[codes]), (scales, views[scales])
+        if name not in views:
+            views[name] = self._state_view(i, name)
+        return ((name, views[name]),)
+
+    def _bind(self, i: int, entry: dict[str, Any], names: tuple[str, ...]) -> None:
+        """Point ``entry`` at parameter ``i``'s step and state views (not a change to
+        track).
+        """
+        if self._has_step:
+            dict.__setitem__(entry, "step", self._step_tensors[i])
+        for name in names:
+            for key, view in self._keys(i, name):
+                dict.__setitem__(entry, key, view)
+
+    def _fill(self, i: int, name: str) -> None:
+        """Set state ``name`` of parameter ``i`` to its initial value."""
         group = self.param_groups[self._flat.slots[i].group]
-        entry = {"step": self._step_views[i]} if self._has_step else {}
-        for name in self._state_names(group):
-            fill = self._initial_state(group, name)
-            if self.state_precision == "8bit":
-                codes, scales = self._state_view(i, name), self._scale_view(i, name)
-                values = np.full(p.numel(), fill, _numpy_dtype(p.dtype))
-                self._store_8bit(codes, scales, *_quantized(name, values))
-                entry[name + CODES], entry[name + ABSMAX] = codes, scales
-            else:
-                view = self._state_view(i, name)
-                view.fill_(fill)
-                entry[name] = view
-        if entry:  # torch keeps no entry for a stateless parameter (SGD without momentum)
-            self.state[p].update(entry)
+        fill = self._initial_state(group, name)
+        views = [view for _, view in self._keys(i, name)]
+        if self.state_precision == "8bit":
+            p = self._flat.params[i]
+            values = np.full(p.numel(), fill, _numpy_dtype(p.dtype))
+            self._store_8bit(*views, *_quantized(name, values))
+        else:
+            views[0].fill_(fill)
+
+    def _new_entry(self, i: int, names: tuple[str, ...]) -> StateEntry:
+        """A fresh entry for parameter ``i``: its state at the initial values (its step
+        count is the caller's).
+        """
+        entry = StateEntry(self._changes)
+        self._bind(i, entry, names)
+        for name in names:
+            self._fill(i, name)
+        return entry
 
     _has_step = True
 
     # -- runs: contiguous parameters with a gradient and the same step count ---------------
-    def _runs(self, active: np.ndarray) -> list[tuple[int, torch.dtype, int, int, list[int]]]:
+    def _runs(
+        self, active: np.ndarray, keys: np.ndarray
+    ) -> list[tuple[int, torch.dtype, int, int, list[int]]]:
+        """The runs of ``active`` parameters: contiguous, in one group, with equal ``keys``
+        (their step counts).
+        """
         runs: list[tuple[int, torch.dtype, int, int, list[int]]] = []
         open_runs: dict[torch.dtype, tuple[int, int, int, list[int]]] = {}
         for i, slot in enumerate(self._flat.slots):
@@ -194,7 +380,7 @@ class FlatOptimizer(torch.optim.Optimizer):
                 current is not None
                 and current[0] == slot.group
                 and current[2] == slot.start
-                and self._steps[current[3][0]] == self._steps[i]
+                and keys[current[3][0]] == keys[i]
             ):
                 current[3].append(i)
                 open_runs[slot.dtype] = (current[0], current[1], slot.end, current[3])
@@ -212,43 +398,50 @@ class FlatOptimizer(torch.optim.Optimizer):
         """Apply one update to every parameter that has a gradient.
 
         Returns the closure's loss when a closure is given (it is evaluated with grad
-        enabled, as torch does), else None.
+        enabled, as torch does), else None. Everything that can fail (a parameter that
+        left the flat buffer, an option torch refuses, a state entry that cannot be used)
+        raises before anything is written.
         """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if not self._flat.params:
+            return loss  # only empty groups: nothing to update, as torch
         active = self._flat.refresh()
-        if active.all() and self._steps.min() == self._steps.max():
+        if self._changes.dirty:
+            self._stale[:] = self._any_stale = True
+            self._changes.dirty = False
+        for g, group in enumerate(self.param_groups):
+            names = self._state_names(group)
+            if names != self._names[g]:  # first step, or an option that needs other state
+                self._stale[self._members[g]] = self._any_stale = True
+                self._names[g] = names
+        steps, first, plan = self._steps, None, None
+        if self._any_stale:
+            todo = np.flatnonzero(self._stale & active)
+            if todo.size:
+                plan = self._plan(todo)
+                steps, first = plan.steps, plan.first
+        if first is None and active.all() and steps.min() == steps.max():
             runs = self._whole_runs
         else:
-            runs = self._runs(active)
-        calls = []  # everything that can fail happens before the first write
+            keys = steps if first is None else steps.astype(np.float64) * 2 + first
+            runs = self._runs(active, keys)
+        calls = []
         for group_index, dtype, start, stop, members in runs:
             group = self.param_groups[group_index]
             self._check_group(group)
-            step = int(self._steps[members[0]]) + 1
-            names = self._state_names(group)
-            for i in members:
-                if self._has_state[i] and self._steps[i] > 0:
-                    entry = self.state.get(self._flat.params[i], {})
-                    missing = [n for n in names if entry.get(n, entry.get(n + CODES)) is None]
-                    if missing:
-                        raise RuntimeError(
-                            f"param_groups[{group_index}] now needs the state {missing}, "
-                            "which its parameters did not have when they were first "
-                            "updated: turn such options (momentum, centered, amsgrad) on "
-                            "before the first step"
-                        )
-            calls.append((group, dtype, start, stop, members, self._scalars(group, step)))
+            step = int(steps[members[0]]) + 1
+            fresh = step == 1 or (first is not None and bool(first[members[0]]))
+            calls.append((group, dtype, start, stop, members, self._scalars(group, step, fresh)))
         factor = self._grad_factor(runs)
         if factor is None:
             self.skipped_steps += 1
             return loss
+        if plan is not None:
+            self._apply(plan)
         for group, dtype, start, stop, members, scalars in calls:
-            for i in members:
-                if not self._has_state[i]:
-                    self._init_state(i)
             state = self._kernel_state(dtype, group, start, stop)
             scale = -factor if group["maximize"] else factor
             kernel = HOST.update_kernel(self.algorithm, stop - start, self.state_precision)
@@ -260,7 +453,180 @@ class FlatOptimizer(torch.optim.Optimizer):
                 *scalars,
             )
             self._steps[members] += 1
+        # the kernels wrote through NumPy: tell autograd, as torch's in-place update does,
+        # so that a graph that saved a parameter refuses to backpropagate through it
+        if runs is self._whole_runs:
+            increment_version(self._flat.params)
+        else:
+            params = self._flat.params
+            increment_version([params[i] for *_, members in runs for i in members])
         return loss
+
+    # -- the state entries: looked at again after a change ------------------------------
+    def _plan(self, todo: np.ndarray) -> _Plan:
+        """What the step does to the entries of parameters ``todo`` (with a gradient, their
+        entries possibly changed) before it updates them; raises, before anything is
+        written, for an entry it cannot use.
+        """
+        steps = self._steps.copy()
+        first = None if self._has_step else np.zeros(steps.size, bool)
+        actions = []
+        for i in map(int, todo):
+            action = self._entry_plan(i)
+            if action is None:
+                continue
+            actions.append(action)
+            if action.step is not None:
+                steps[i] = action.step
+            if first is not None and action.first:
+                first[i] = True
+        return _Plan(todo, steps, first, actions)
+
+    def _entry_plan(self, i: int) -> _Action | None:
+        """What parameter ``i``'s entry needs (None: nothing, it holds the views)."""
+        p = self._flat.params[i]
+        group_index = self._flat.slots[i].group
+        names = self._state_names(self.param_groups[group_index])
+        if not names:
+            return None  # no state (SGD without momentum): torch keeps no entry either
+        entry = self.state.get(p)
+        if entry is not None and not isinstance(entry, Mapping):
+            raise TypeError(
+                f"opt.state[p] of parameter {i} {tuple(p.shape)} is a "
+                f"{type(entry).__name__}: an entry is a dict of 'step' and the state tensors"
+            )
+        if not entry:  # cleared, deleted, or never made: start afresh, as torch does
+            return _Action(i, 0.0 if self._has_step else None, names, {}, (), True)
+        where = f"opt.state[p] of parameter {i} {tuple(p.shape)}"
+        step = None
+        if self._has_step:
+            value = entry.get("step")
+            if value is None:
+                raise ValueError(
+                    f"{where} holds {sorted(map(str, entry))} but no 'step': an entry holds "
+                    f"'step' and the state {list(names)}, or is empty (or deleted) to start "
+                    "the parameter afresh"
+                )
+            if value is not self._step_tensors[i]:
+                step = self._checked_step(i, value)
+        fresh, copies, drop, missing = [], {}, [], []
+        for name in names:
+            keys = self._keys(i, name)
+            value = entry.get(name) if self.state_precision == "8bit" else None
+            if value is not None:  # values bound under torch's name: encoded
+                values = self._checked_values(i, name, value).detach().reshape(-1)
+                copies[name] = _quantized(name, values.to(p.dtype).numpy())
+                drop.append(name)
+                continue
+            bound = [entry.get(key) for key, _ in keys]
+            if all(value is view for value, (_, view) in zip(bound, keys)):
+                continue
+            if any(value is None for value in bound):
+                (fresh if not self._has_step else missing).append(name)
+            elif self.state_precision == "8bit":
+                copies[name] = self._checked_codes_bound(i, name, *bound)
+            else:
+                copies[name] = self._checked_values(i, name, bound[0]).detach().clone()
+        if missing:
+            raise RuntimeError(
+                f"param_groups[{group_index}] now needs the state {missing}, which the entry "
+                f"of parameter {i} {tuple(p.shape)} does not hold: turn such options "
+                "(amsgrad, centered, RMSprop's momentum) on before a parameter's first "
+                "update, or delete its entry (del opt.state[p]) to start it afresh"
+            )
+        if step is None and not (fresh or copies) and isinstance(entry, StateEntry):
+            return None
+        # SGD: a momentum buffer created now starts from the gradient, as torch's does
+        return _Action(i, step, tuple(fresh), copies, tuple(drop), bool(fresh))
+
+    def _apply(self, plan: _Plan) -> None:
+        """Carry out ``plan`` (checked): the entries then hold the views, with the values."""
+        state = self.state
+        for action in plan.actions:
+            i = action.index
+            p = self._flat.params[i]
+            names = self._state_names(self.param_groups[self._flat.slots[i].group])
+            entry = state.get(p)
+            if not isinstance(entry, StateEntry):
+                entry = StateEntry(self._changes, entry)
+                dict.__setitem__(state, p, entry)
+            for key in action.drop:
+                dict.pop(entry, key, None)
+            self._bind(i, entry, names)
+            for name in action.fresh:
+                self._fill(i, name)
+            for name, value in action.copies.items():
+                views = [view for _, view in self._keys(i, name)]
+                if self.state_precision == "8bit":
+                    self._store_8bit(*views, *value)
+                else:
+                    views[0].copy_(value)
+            if action.step is not None:
+                self._steps[i] = action.step
+        self._stale[plan.todo] = False
+        self._any_stale = bool(self._stale.any())
+
+    def _checked_step(self, i: int, value: Any) -> float:
+        """A ``step`` bound in parameter ``i``'s entry, as a number of updates."""
+        number = None
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+            number = float(value)
+        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+            value, bool
+        ):
+            number = float(value)
+        if number is None or not (math.isfinite(number) and number >= 0 and number % 1 == 0):
+            p = self._flat.params[i]
+            raise ValueError(
+                f"opt.state[p]['step'] of parameter {i} {tuple(p.shape)} is "
+                f"{_describe(value)}: a step must be a whole number of updates, 0 or more "
+                "(a one-element tensor or a number)"
+            )
+        return number
+
+    def _checked_values(self, i: int, name: str, value: Any) -> torch.Tensor:
+        """A state tensor bound in parameter ``i``'s entry under ``name``, checked."""
+        p = self._flat.params[i]
+        if not (
+            isinstance(value, torch.Tensor) and value.is_floating_point() and value.shape == p.shape
+        ):
+            raise (ValueError if isinstance(value, torch.Tensor) else TypeError)(
+                f"opt.state[p][{name!r}] of parameter {i} {tuple(p.shape)} is "
+                f"{_describe(value)}: a state tensor bound in an entry must be a real "
+                f"floating-point tensor of the parameter's shape {tuple(p.shape)} (its "
+                "values are copied into the optimizer's flat state)"
+            )
+        return value
+
+    def _checked_codes_bound(self, i: int, name: str, codes: Any, scales: Any) -> tuple:
+        """8-bit codes and scales bound in parameter ``i``'s entry, as NumPy copies."""
+        p = self._flat.params[i]
+        where = f"of parameter {i} {tuple(p.shape)}"
+        if not (
+            isinstance(codes, torch.Tensor)
+            and codes.dtype == torch.uint8
+            and codes.shape == p.shape
+        ):
+            raise ValueError(
+                f"opt.state[p][{name + CODES!r}] {where} is {_describe(codes)}: 8-bit codes "
+                f"bound in an entry must be a torch.uint8 tensor of the parameter's shape "
+                f"{tuple(p.shape)}"
+            )
+        blocks = blockwise.blocks_of(p.numel())
+        if not (
+            isinstance(scales, torch.Tensor)
+            and scales.is_floating_point()
+            and scales.numel() == blocks
+        ):
+            raise ValueError(
+                f"opt.state[p][{name + ABSMAX!r}] {where} is {_describe(scales)}: the scales "
+                f"bound in an entry must be a real floating-point tensor of one scale per "
+                f"block of {blockwise.BLOCK} elements ({blocks})"
+            )
+        return (
+            codes.detach().reshape(-1).numpy().copy(),
+            scales.detach().reshape(-1).to(p.dtype).numpy().copy(),
+        )
 
     def _kernel_state(self, dtype, group, start, stop):
         """The kernel's state arguments for ``[start, stop)``: a buffer per state name (an
@@ -316,9 +682,11 @@ class FlatOptimizer(torch.optim.Optimizer):
     # -- gradients, checkpoints, copies ----------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero the flat gradient buffer in one pass. ``p.grad`` stays a view of it either
-        way, so the next backward accumulates in place; with ``set_to_none`` (torch's
-        default) a parameter then counts as having no gradient (and is skipped, as torch
-        skips ``p.grad is None``) until a backward reaches it.
+        way (a gradient kept without ``.clone()`` is zeroed too), so the next backward
+        accumulates in place; with ``set_to_none`` (torch's default) a parameter then
+        counts as having no gradient (and is skipped, as torch skips ``p.grad is None``)
+        until a backward reaches it or a gradient is written into the view in place.
+        Without it, every parameter that had a gradient steps a zero one, as in torch.
         """
         self._flat.zero_grad(set_to_none)
 
@@ -351,19 +719,21 @@ class FlatOptimizer(torch.optim.Optimizer):
             self.state, self.param_groups = before  # torch's loader replaced both
             raise
         self._steps[:] = 0
-        self._has_state[:] = False
-        self.state.clear()
+        state = OptimizerState(self._changes)
         for p, i, values, step in converted:
-            self._init_state(i)
+            entry = self._new_entry(i, tuple(values))
             for name, value in values.items():
                 if value is None:
                     continue
+                views = [view for _, view in self._keys(i, name)]
                 if self.state_precision == "8bit":
-                    self._store_8bit(self.state[p][name + CODES], self.state[p][name + ABSMAX],
-                                     *value)  # fmt: skip
+                    self._store_8bit(*views, *value)
                 else:
-                    self.state[p][name].copy_(value)
+                    views[0].copy_(value)
+            if entry:  # torch keeps no entry for a stateless parameter (SGD without momentum)
+                dict.__setitem__(state, p, entry)
             self._steps[i] = step
+        self.state = state  # the others start afresh at their next update
 
     def _loaded_state(self, i: int, name: str, loaded: dict[str, Any]) -> Any:
         """A loaded state buffer of parameter ``i`` in this optimizer's precision: ``(codes,
@@ -448,8 +818,57 @@ class FlatOptimizer(torch.optim.Optimizer):
             "optimizer built on the new model"
         )
 
-    def __setstate__(self, state):
-        super().__setstate__(state)  # called by load_state_dict: the buffers stay
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """As torch's, called by :meth:`load_state_dict` (the buffers stay): the loaded
+        groups get the options that torch's own class adds to groups that lack them (a
+        state_dict of an older torch), and AdamW's decoupled weight decay.
+        """
+        super().__setstate__(state)
+        if "state" in self.__dict__:  # torch's loader sets it past the property
+            self.state = self.__dict__.pop("state")
+        for group in self.param_groups:
+            for key, value in self._group_defaults.items():
+                group.setdefault(key, value)
+            group.update(self._group_forced)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state_dict, as torch's: ``state`` (each parameter's entry, as a plain dict
+        of its tensors, numbered as torch numbers them) and ``param_groups``. Full-precision
+        state tensors are the optimizer's own views (``.clone()`` to keep them).
+        """
+        sd = super().state_dict()
+        sd["state"] = {
+            k: dict(v) if isinstance(v, StateEntry) else v for k, v in sd["state"].items()
+        }
+        return sd
+
+
+class _Action(NamedTuple):
+    """What one parameter's entry needs before its update (see ``FlatOptimizer._plan``)."""
+
+    index: int
+    step: float | None  # the step count it resumes from (None: its own)
+    fresh: tuple[str, ...]  # state to set to the initial value
+    copies: dict[str, Any]  # state to copy in: a tensor, or for "8bit" (codes, scales)
+    drop: tuple[str, ...]  # keys to remove (full values bound in an 8-bit entry)
+    first: bool  # SGD: its momentum buffer starts from this gradient
+
+
+class _Plan(NamedTuple):
+    todo: np.ndarray  # the parameters looked at
+    steps: np.ndarray  # every parameter's step count after the plan
+    first: np.ndarray | None  # SGD: parameters whose momentum buffer starts now
+    actions: list[_Action]
+
+
+def _describe(value):
+    """A short description of a value bound in a state entry, for errors."""
+    if isinstance(value, torch.Tensor):
+        number = f" ({value.item()!r})" if value.numel() == 1 else ""
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}{number}"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return f"a {type(value).__name__}"
 
 
 def _numel(param_groups):
@@ -536,6 +955,8 @@ class SGD(FlatOptimizer):
 
     algorithm = sgd.ALGORITHM
     _has_step = False
+    _group_defaults = {"nesterov": False, "maximize": False, "foreach": None,
+                       "differentiable": False, "fused": False}  # fmt: skip
 
     def __init__(
         self,
@@ -574,11 +995,11 @@ class SGD(FlatOptimizer):
     def _state_names(self, group):
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
-    def _scalars(self, group, step):
+    def _scalars(self, group, step, first):
         return tuple(sgd.host_scalars(
             lr=_lr(group, step), weight_decay=float(group["weight_decay"]),
             momentum=float(group["momentum"]), dampening=float(group["dampening"]),
-            nesterov=bool(group["nesterov"]), first_step=step == 1,
+            nesterov=bool(group["nesterov"]), first_step=first,
         ))  # fmt: skip
 
     def _loaded_step(self, loaded):
@@ -606,6 +1027,8 @@ class Adagrad(FlatOptimizer):
     """
 
     algorithm = adagrad.ALGORITHM
+    _group_defaults = {"foreach": None, "maximize": False, "differentiable": False,
+                       "fused": None}  # fmt: skip
 
     def __init__(
         self,
@@ -649,10 +1072,10 @@ class Adagrad(FlatOptimizer):
         return float(group["initial_accumulator_value"])
 
     def _eager_state(self):
-        for i in range(len(self._flat.params)):
-            self._init_state(i)
+        for i, p in enumerate(self._flat.params):
+            dict.__setitem__(self.state, p, self._new_entry(i, ("sum",)))
 
-    def _scalars(self, group, step):
+    def _scalars(self, group, step, first):
         return tuple(adagrad.host_scalars(
             lr=_lr(group, step), lr_decay=float(group["lr_decay"]),
             weight_decay=float(group["weight_decay"]), eps=float(group["eps"]), step=step,
@@ -679,6 +1102,8 @@ class RMSprop(FlatOptimizer):
     """
 
     algorithm = rmsprop.ALGORITHM
+    _group_defaults = {"momentum": 0, "centered": False, "foreach": None, "maximize": False,
+                       "differentiable": False, "capturable": False}  # fmt: skip
 
     def __init__(
         self,
@@ -731,7 +1156,7 @@ class RMSprop(FlatOptimizer):
             names += ("grad_avg",)
         return names
 
-    def _scalars(self, group, step):
+    def _scalars(self, group, step, first):
         return tuple(rmsprop.host_scalars(
             lr=_lr(group, step), alpha=float(group["alpha"]), eps=float(group["eps"]),
             weight_decay=float(group["weight_decay"]), momentum=float(group["momentum"]),
@@ -759,6 +1184,9 @@ class Adam(FlatOptimizer):
 
     algorithm = adam.ALGORITHM
     _decoupled_default = False
+    _group_defaults = {"amsgrad": False, "maximize": False, "foreach": None,
+                       "capturable": False, "differentiable": False,
+                       "decoupled_weight_decay": False, "fused": None}  # fmt: skip
 
     def __init__(
         self,
@@ -805,7 +1233,7 @@ class Adam(FlatOptimizer):
         names = ("exp_avg", "exp_avg_sq")
         return names + ("max_exp_avg_sq",) if group["amsgrad"] else names
 
-    def _scalars(self, group, step):
+    def _scalars(self, group, step, first):
         beta1, beta2 = group["betas"]
         return tuple(adam.host_scalars(
             lr=_lr(group, step), betas=(float(beta1), float(beta2)), eps=float(group["eps"]),
@@ -821,6 +1249,7 @@ class AdamW(Adam):
     """
 
     _decoupled_default = True
+    _group_forced = {"decoupled_weight_decay": True}
 
     def __init__(
         self,

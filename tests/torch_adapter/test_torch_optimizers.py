@@ -2,6 +2,8 @@
 state_dicts, over flat buffers that backward writes in place.
 """
 
+import collections
+import copy
 import importlib
 import os
 import subprocess
@@ -408,7 +410,7 @@ def np_equal(flat, first_weight):
     return flat[: first_weight.size].tobytes() == first_weight.reshape(-1).tobytes()
 
 
-# -- what a reviewer found ---------------------------------------------------------------
+# -- checkpoints, options and construction ------------------------------------------------
 @pytest.mark.parametrize("name, options", [CASES[1], CASES[7]], ids=["sgd", "adam"])
 def test_loading_its_own_state_dict_changes_nothing(name, options):
     x, y = data(torch.float64)
@@ -451,18 +453,37 @@ def test_a_parameter_unfrozen_later_is_updated_at_every_step(make):
     assert torch.allclose(p.detach(), torch.full((3,), expected, dtype=torch.float64))
 
 
-def test_an_option_that_needs_new_state_mid_run_raises_before_any_write():
-    model = network(torch.float64)
-    params = list(model.parameters())
-    opt = ft.SGD([{"params": params[:2], "momentum": 0.9}, {"params": params[2:]}], lr=0.1)
+@pytest.mark.parametrize(
+    "name, options, option",
+    [("Adam", {"lr": 1e-2}, "amsgrad"), ("RMSprop", {"lr": 1e-2}, "centered")],
+    ids=["adam-amsgrad", "rmsprop-centered"],
+)
+def test_an_option_that_needs_new_state_mid_run_raises_before_any_write(name, options, option):
+    """Torch raises a KeyError for the missing buffer; fastopt.torch says what is missing,
+    and writes nothing.
+    """
     x, y = data(torch.float64)
-    train(model, opt, x, y, 2)
-    opt.param_groups[1]["momentum"] = 0.9
-    torch.nn.functional.cross_entropy(model(x), y).backward()
-    before = [p.detach().clone() for p in params]
-    with pytest.raises(RuntimeError, match=r"now needs the state \['momentum_buffer'\]"):
-        opt.step()
-    assert all(torch.equal(p.detach(), b) for p, b in zip(params, before))
+    results = []
+    for module in (ft, torch.optim):
+        model = network(torch.float64)
+        params = list(model.parameters())
+        opt = getattr(module, name)([{"params": params[:2]}, {"params": params[2:]}], **options)
+        train(model, opt, x, y, 2)
+        opt.param_groups[1][option] = True
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        before = [p.detach().clone() for p in params]
+        state = {k: v.clone() for k, v in opt.state[params[0]].items()}
+        with pytest.raises((RuntimeError, KeyError)) as error:
+            opt.step()
+        results.append(error)
+        if module is ft:
+            assert all(torch.equal(p.detach(), b) for p, b in zip(params, before))
+            assert all(torch.equal(opt.state[params[0]][k], v) for k, v in state.items())
+    ours, theirs = results
+    assert theirs.type is KeyError
+    assert ours.type is RuntimeError
+    assert "param_groups[1] now needs the state" in str(ours.value)
+    assert repr(theirs.value.args[0]) in str(ours.value)  # the buffer torch misses
 
 
 def test_a_replaced_optimizer_frees_its_buffers_and_hooks():
@@ -864,3 +885,396 @@ def test_8bit_state_with_skipping_and_clipping():
     # round a code the other way: by lr * 6% of a momentum, far below the unclipped gap
     assert max_difference(clipped, plain) < 1e-3
     assert max_difference(clipped, unclipped) > 5e-2
+
+
+# -- torch idioms: old checkpoints, state resets, gradients written in place ---------------
+def torch_group_defaults(name, sd):
+    """The options torch's own ``__setstate__`` adds to a loaded group that lacks them:
+    each option of the group that torch's class restores when it is left out.
+    """
+    restored = []
+    for key in sd["param_groups"][0]:
+        if key == "params":
+            continue
+        trimmed = {**sd, "param_groups": [{k: v for k, v in g.items() if k != key}
+                                          for g in sd["param_groups"]]}  # fmt: skip
+        probe = getattr(torch.optim, name)(network(torch.float64).parameters())
+        try:
+            probe.load_state_dict(trimmed)
+        except (KeyError, ValueError):
+            continue
+        if key in probe.param_groups[0]:
+            restored.append(key)
+    return restored
+
+
+@pytest.mark.parametrize("name, options", [CASES[1], CASES[3], CASES[5], CASES[7], CASES[8]],
+                         ids=["sgd", "adagrad", "rmsprop", "adam", "adamw"])  # fmt: skip
+def test_state_dicts_of_older_torch_versions_get_torchs_group_defaults(name, options):
+    """A state_dict whose groups lack options that newer torch versions added (maximize,
+    foreach, fused, decoupled_weight_decay, ...) loads as into torch's own class: the same
+    defaults, and training resumes the same.
+    """
+    x, y = data(torch.float64)
+    source = network(torch.float64)
+    saved = getattr(torch.optim, name)(source.parameters(), foreach=False, **options)
+    train(source, saved, x, y, 3)
+    sd = saved.state_dict()
+    dropped = torch_group_defaults(name, sd)
+    assert {"maximize", "foreach", "differentiable"} <= set(dropped)
+    old = {**sd, "param_groups": [{k: v for k, v in g.items() if k not in dropped}
+                                  for g in sd["param_groups"]]}  # fmt: skip
+    models = []
+    for module in (ft, torch.optim):
+        model = network(torch.float64)
+        model.load_state_dict(source.state_dict())
+        opt = getattr(module, name)(model.parameters(), **options)
+        opt.load_state_dict(copy.deepcopy(old))
+        models.append((model, opt))
+    (ours, ours_opt), (theirs, theirs_opt) = models
+    strip = lambda groups: [{k: v for k, v in g.items() if k != "params"} for g in groups]  # noqa: E731
+    assert strip(ours_opt.param_groups) == strip(theirs_opt.param_groups)
+    for model, opt in models:
+        train(model, opt, x, y, 5)
+    assert max_difference(ours, theirs) <= 1e-12
+
+
+def test_an_adam_state_dict_loads_into_adamw_as_torchs_adamw_loads_it():
+    """Torch's AdamW sets decoupled_weight_decay=True in every loaded group."""
+    x, y = data(torch.float64)
+    source = network(torch.float64)
+    adam = torch.optim.Adam(source.parameters(), lr=1e-2, weight_decay=0.1, foreach=False)
+    train(source, adam, x, y, 3)
+    models = []
+    for module in (ft, torch.optim):
+        model = network(torch.float64)
+        model.load_state_dict(source.state_dict())
+        opt = module.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+        opt.load_state_dict(copy.deepcopy(adam.state_dict()))
+        assert opt.param_groups[0]["decoupled_weight_decay"] is True
+        train(model, opt, x, y, 20)
+        models.append(model)
+    assert max_difference(*models) <= 1e-12
+    coupled = network(torch.float64)
+    coupled.load_state_dict(source.state_dict())
+    train(coupled, ft.Adam(coupled.parameters(), lr=1e-2, weight_decay=0.1), x, y, 20)
+    assert max_difference(models[0], coupled) > 1e-4  # the decoupling is what made it
+
+
+def test_a_parameter_unfrozen_after_construction_survives_a_zero_grad_before_any_step():
+    results = []
+    for module in (ft, torch.optim):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)).double()
+        model[1].requires_grad_(False)
+        opt = module.SGD(model.parameters(), lr=0.1)
+        model[1].requires_grad_(True)
+        x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        model(x).square().sum().backward()
+        opt.zero_grad()  # a batch thrown away before any step
+        for _ in range(3):
+            model(x).square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+        results.append(model)
+    assert max_difference(*results) <= 1e-12
+    torch.manual_seed(0)
+    untouched = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+    assert not torch.allclose(results[0][1].weight.double(), untouched[1].weight.double())
+
+
+def test_a_step_bumps_the_version_counter_of_the_parameters_it_updates():
+    """As torch's in-place update does: a graph that saved a parameter before the step
+    refuses to backpropagate through its new values, and a skipped parameter keeps its
+    version.
+    """
+    for module in (ft, torch.optim):
+        w = torch.nn.Parameter(torch.tensor([1.0, 2.0], dtype=torch.float64))
+        skipped = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+        opt = module.SGD([w, skipped], lr=0.5)
+        x = torch.tensor([3.0, 4.0], dtype=torch.float64, requires_grad=True)
+        loss = (w * x).sum()  # saves w for d/dx
+        loss.backward(retain_graph=True)
+        versions = w._version, skipped._version
+        opt.step()
+        assert w._version > versions[0] and skipped._version == versions[1]
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
+
+
+@pytest.mark.parametrize("when", ["after-zero-grad", "after-construction"])
+def test_a_gradient_written_into_p_grad_in_place_is_used(when):
+    """The idiom ``if p.grad is None: p.grad = g.clone() else: p.grad.copy_(g)``: after
+    ``zero_grad()`` (and on construction) torch has ``p.grad`` None and assigns,
+    fastopt.torch keeps the zeroed view, which the copy writes into.
+    """
+    results = []
+    for module in (ft, torch.optim):
+        model = network(torch.float64)
+        params = list(model.parameters())
+        opt = module.Adam(params, lr=1e-2, weight_decay=0.1)
+        generator = torch.Generator().manual_seed(3)
+        for t in range(4):
+            if when == "after-zero-grad" or t > 0:
+                opt.zero_grad()
+            for p in params[:-1]:  # the last one gets no gradient: skipped
+                g = torch.randn(p.shape, dtype=p.dtype, generator=generator)
+                if p.grad is None:
+                    p.grad = g.clone()
+                else:
+                    p.grad.copy_(g)
+            opt.step()
+        results.append((model, opt.state_dict()["state"]))
+    (ours, our_state), (theirs, their_state) = results
+    assert max_difference(ours, theirs) <= 1e-12
+    assert set(our_state) == set(their_state) == set(range(len(params) - 1))
+    assert all(our_state[i]["step"].item() == 4 for i in our_state)
+
+
+@pytest.mark.parametrize("set_to_none", [True, False], ids=["set-to-none", "zero"])
+def test_in_place_operations_on_every_grad_give_no_gradient_to_unreached_parameters(
+    set_to_none,
+):
+    """``clip_grad_norm_`` scales every ``.grad`` in place, the zero views of parameters
+    backward did not reach included; those stay skipped, as torch skips their None (and
+    with ``set_to_none=False`` a parameter that had a gradient steps its zero one).
+    """
+    results = []
+    for module in (ft, torch.optim):
+        torch.manual_seed(0)
+        used, unused = torch.nn.Linear(3, 2).double(), torch.nn.Linear(3, 2).double()
+        params = [*used.parameters(), *unused.parameters()]
+        opt = module.Adam(params, lr=0.1, weight_decay=0.1)
+        x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+        for t in range(6):
+            opt.zero_grad(set_to_none=set_to_none)
+            (used if t < 3 else unused)(x).square().sum().backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.5)
+            opt.step()
+        steps = {k: v["step"].item() for k, v in opt.state_dict()["state"].items()}
+        results.append(([p.detach().clone() for p in params], steps))
+    (ours, our_steps), (theirs, their_steps) = results
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(ours, theirs))
+    assert our_steps == their_steps
+    assert our_steps[0] == (3 if set_to_none else 6) and our_steps[2] == 3
+
+
+RESETS = {
+    "clear": lambda opt, params: opt.state.clear(),
+    "new-dict": lambda opt, params: setattr(opt, "state", collections.defaultdict(dict)),
+    "del-one": lambda opt, params: opt.state.pop(params[0]),
+    "rebind": lambda opt, params: [
+        opt.state[p].update(
+            {k: torch.tensor(0.0) if k == "step" else torch.zeros_like(p) for k in opt.state[p]}
+        )
+        for p in params[1:]
+    ],
+}
+RESET_CASES = [CASES[2], CASES[5], CASES[7], CASES[9], CASES[3]]
+RESET_IDS = ["sgd", "rmsprop", "adam", "adamw", "adagrad"]
+
+
+@pytest.mark.parametrize("reset", list(RESETS))
+@pytest.mark.parametrize("name, options", RESET_CASES, ids=RESET_IDS)
+def test_state_resets_the_way_torch_users_make_them_train_as_torch(name, options, reset):
+    """Clearing ``opt.state``, replacing it, deleting an entry, or binding new tensors in
+    the entries: torch starts a parameter without an entry afresh at its next update and
+    uses the tensors bound; so does fastopt.torch (its entries then hold its views again).
+    torch's Adagrad creates its state at construction only and fails on a missing entry;
+    fastopt.torch starts it afresh as at construction, which the check of it reproduces
+    by binding that state in torch's.
+    """
+    x, y = data(torch.float64)
+    results = []
+    for module in (ft, torch.optim):
+        model = network(torch.float64)
+        params = list(model.parameters())
+        opt = getattr(module, name)(params, **options)
+        train(model, opt, x, y, 4)
+        if module is torch.optim and name == "Adagrad" and reset != "rebind":
+            for p in params[:1] if reset == "del-one" else params:
+                opt.state[p] = {"step": torch.tensor(0.0), "sum": torch.full_like(p, 0.1)}
+        else:
+            RESETS[reset](opt, params)
+        train(model, opt, x, y, 4)
+        results.append((model, opt))
+    (ours, ours_opt), (theirs, theirs_opt) = results
+    assert max_difference(ours, theirs) <= 1e-12
+    our_sd, their_sd = ours_opt.state_dict(), theirs_opt.state_dict()
+    assert our_sd["state"].keys() == their_sd["state"].keys()
+    for index, entry in their_sd["state"].items():
+        assert our_sd["state"][index].keys() == entry.keys()
+        for key, value in entry.items():
+            assert torch.allclose(our_sd["state"][index][key], value, rtol=0, atol=1e-12)
+    # the entries are the flat views again, which the kernels update
+    owners = {t.untyped_storage().data_ptr() for t in ours_opt._buffers.values()}
+    for p in ours.parameters():
+        for key, value in ours_opt.state[p].items():
+            if key != "step":
+                assert value.untyped_storage().data_ptr() in owners
+            else:
+                assert value.untyped_storage().data_ptr() == ours_opt._steps.ctypes.data
+
+
+@pytest.mark.parametrize("precision", ["full", "bfloat16", "8bit"])
+@pytest.mark.parametrize("name, options", [EIGHT_CASES[0], EIGHT_CASES[3]], ids=["sgd", "adam"])
+def test_a_cleared_state_continues_as_a_new_optimizer_in_every_precision(name, options, precision):
+    x, y = wide_data()
+    model, fresh_model = wide_network(), wide_network()
+    opt = getattr(ft, name)(model.parameters(), state_precision=precision, **options)
+    assert opt.state_precision == precision
+    train(model, opt, x, y, 3)
+    fresh_model.load_state_dict(model.state_dict())
+    fresh = getattr(ft, name)(fresh_model.parameters(), state_precision=precision, **options)
+    opt.state.clear()
+    train(model, opt, x, y, 3)
+    train(fresh_model, fresh, x, y, 3)
+    assert max_difference(model, fresh_model) == 0
+    for p, q in zip(model.parameters(), fresh_model.parameters()):
+        assert opt.state[p].keys() == fresh.state[q].keys()
+        assert all(torch.equal(opt.state[p][k], fresh.state[q][k]) for k in opt.state[p])
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "8bit"])
+def test_tensors_bound_in_compact_state_are_encoded_as_loading_them_encodes(precision):
+    """Torch's names and full-precision values bound in the entries of a bfloat16 or
+    8-bit optimizer are rounded or encoded as ``load_state_dict`` does with a torch
+    state_dict of the same values.
+    """
+    x, y = wide_data()
+    source = wide_network()
+    theirs = torch.optim.Adam(source.parameters(), lr=1e-2, foreach=False)
+    train(source, theirs, x, y, 3)
+    models = []
+    for how in ("bind", "load"):
+        model = wide_network()
+        model.load_state_dict(source.state_dict())
+        opt = ft.Adam(model.parameters(), lr=1e-2, state_precision=precision)
+        train(model, opt, x, y, 2)
+        if how == "load":
+            opt.load_state_dict(copy.deepcopy(theirs.state_dict()))
+        else:
+            for p, q in zip(model.parameters(), source.parameters()):
+                for key, value in theirs.state[q].items():
+                    opt.state[p][key] = value.clone()
+        train(model, opt, x, y, 3)
+        models.append((model, opt))
+    (bound, bound_opt), (loaded, loaded_opt) = models
+    assert max_difference(bound, loaded) == 0
+    for p, q in zip(bound.parameters(), loaded.parameters()):
+        assert bound_opt.state[p].keys() == loaded_opt.state[q].keys()
+        for key, value in bound_opt.state[p].items():
+            assert torch.equal(value, loaded_opt.state[q][key])
+
+
+def test_state_entries_that_cannot_be_used_raise_before_any_write():
+    x, y = data(torch.float64)
+    model = network(torch.float64)
+    opt = ft.Adam(model.parameters(), lr=1e-2)
+    train(model, opt, x, y, 2)
+    weight = model[0].weight
+    good = {k: v.clone() for k, v in opt.state[weight].items()}
+    bad = [
+        ("exp_avg", torch.zeros(3), ValueError,
+         r"opt.state\[p\]\['exp_avg'\] of parameter 0 \(24, 12\) is a torch.float32 tensor of "
+         r"shape \(3,\): a state tensor bound in an entry must be a real floating-point "
+         r"tensor of the parameter's shape \(24, 12\)"),
+        ("exp_avg_sq", torch.zeros(24, 12, dtype=torch.int64), ValueError, "real floating"),
+        ("exp_avg", [0.0], TypeError, "is a list"),
+        ("step", torch.tensor(-1.0), ValueError,
+         r"opt.state\[p\]\['step'\] of parameter 0 \(24, 12\) is a torch.float32 tensor of "
+         r"shape \(\) \(-1.0\): a step must be a whole number of updates, 0 or more"),
+        ("step", 2.5, ValueError, "whole number"),
+    ]  # fmt: skip
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    for key, value, error, message in bad:
+        params = [p.detach().clone() for p in model.parameters()]
+        flat_state = {k: v.clone() for k, v in opt._buffers.items()}
+        opt.state[weight][key] = value
+        with pytest.raises(error, match=message):
+            opt.step()
+        assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params))
+        assert all(torch.equal(opt._buffers[k], v) for k, v in flat_state.items())
+        opt.state[weight][key] = good[key]
+    del opt.state[weight]["step"]
+    with pytest.raises(ValueError, match=r"holds \['exp_avg', 'exp_avg_sq'\] but no 'step'"):
+        opt.step()
+    opt.state[weight] = {k: v.clone() for k, v in good.items()}  # a plain dict: fine
+    opt.step()
+    assert opt.state[weight]["step"].item() == 3
+    assert opt.state[weight]["exp_avg"] is opt._views[0]["exp_avg"]
+
+
+def test_parameters_that_overlap_in_memory_are_refused():
+    """A tie made through ``.data`` (two Parameters, one storage) would be untied by the
+    move into the flat buffer; views of one tensor that do not overlap are moved.
+    """
+    encoder = torch.nn.Parameter(torch.ones(4, 3))
+    decoder = torch.nn.Parameter(torch.zeros(4, 3))
+    decoder.data = encoder.data
+    other = torch.nn.Parameter(torch.ones(2))
+    with pytest.raises(ValueError, match=r"parameters 1 \(4, 3\) and 2 \(4, 3\) overlap in memory"):
+        ft.SGD([other, encoder, decoder], lr=0.1)
+    buffer = torch.zeros(10)
+    halves = [torch.nn.Parameter(buffer[:6].view(2, 3)), torch.nn.Parameter(buffer[4:])]
+    with pytest.raises(ValueError, match="use one Parameter object in both places|one Parameter"):
+        ft.Adam(halves)
+    apart = [torch.nn.Parameter(buffer[:6].view(2, 3)), torch.nn.Parameter(buffer[6:])]
+    opt = ft.SGD(apart, lr=0.1)
+    assert all(p.untyped_storage().data_ptr() == opt._flat.data[torch.float32].data_ptr()
+               for p in apart)  # fmt: skip
+    tied = torch.nn.Linear(3, 3)
+    with pytest.warns(UserWarning, match="duplicate parameters"):  # torch's warning
+        ft.SGD([tied.weight, tied.weight, tied.bias], lr=0.1)  # one Parameter twice: fine
+
+
+def test_a_step_with_only_empty_groups_does_nothing_as_torchs():
+    for module in (ft, torch.optim):
+        opt = module.AdamW([{"params": []}], lr=0.01)
+        opt.step()
+        opt.zero_grad()
+        assert opt.step(lambda: 1.5) == 1.5
+        opt.load_state_dict(opt.state_dict())
+        assert opt.state_dict()["state"] == {}
+
+
+def test_gradients_are_the_flat_views_which_zero_grad_and_backward_reuse():
+    """What docs/torch.md says: ``p.grad`` is the same view across ``zero_grad()`` and
+    ``backward()``, so a gradient kept without ``.clone()`` is zeroed and then overwritten
+    (torch's ``zero_grad()`` gives new tensors instead); a clone keeps its values.
+    """
+    model = network(torch.float64)
+    opt = ft.SGD(model.parameters(), lr=0.1)
+    x, y = data(torch.float64)
+    kept, cloned = [], []
+    for seed in (0, 1):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[seed::2]), y[seed::2]).backward()
+        kept.append(model[0].weight.grad)
+        cloned.append(model[0].weight.grad.clone())
+    assert kept[0] is kept[1] is model[0].weight.grad
+    assert torch.equal(kept[0], cloned[1]) and not torch.equal(cloned[0], cloned[1])
+    opt.zero_grad()
+    assert not kept[0].any() and cloned[0].any()
+
+
+def test_sgd_momentum_switched_on_later_creates_the_buffer_as_torch():
+    """Torch creates the momentum buffer at the first update with momentum, from the
+    gradient (no dampening), for parameters already updated without it.
+    """
+    x, y = data(torch.float64)
+    results = []
+    for module in (ft, torch.optim):
+        model = network(torch.float64)
+        opt = module.SGD(model.parameters(), lr=0.05, momentum=0.0, dampening=0.3)
+        assert not opt.state_dict()["state"]
+        train(model, opt, x, y, 3)
+        opt.param_groups[0]["momentum"] = 0.9
+        train(model, opt, x, y, 4)
+        results.append((model, opt.state_dict()["state"]))
+    (ours, our_state), (theirs, their_state) = results
+    assert max_difference(ours, theirs) <= 1e-12
+    assert our_state.keys() == their_state.keys() == set(range(6))
+    for index, entry in their_state.items():
+        assert torch.allclose(our_state[index]["momentum_buffer"], entry["momentum_buffer"],
+                              rtol=0, atol=1e-12)  # fmt: skip
