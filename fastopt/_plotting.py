@@ -37,10 +37,16 @@ def pyplot(headless):
     return plt
 
 
-def finish(ax, path):
+def finish(ax, path, created):
+    """Write ``ax``'s figure to ``path`` (if given) and return ``ax``. A figure ``created``
+    for the call is then closed, so that plotting to files in a loop does not pile up
+    open figures in pyplot (the returned Axes still holds it).
+    """
     if path is not None:
         ax.figure.tight_layout()
         ax.figure.savefig(path, dpi=100)
+        if created:
+            pyplot(headless=False).close(ax.figure)
     return ax
 
 

@@ -28,7 +28,9 @@ class ShowDefaults(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+        default = action.default
+        none = default is None or default is False or default is argparse.SUPPRESS
+        if "default" in text or none or (isinstance(default, list) and not default):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -125,6 +127,39 @@ def output_path(text):
 def optional_output_path(text):
     """:func:`output_path`, or '' for none."""
     return text if text == "" else output_path(text)
+
+
+def plot_path(text):
+    """:func:`output_path` for an image, as matplotlib will write it: the extension must be
+    a format matplotlib can save, and a path without one gets matplotlib's default
+    (``savefig.format``, normally ``.png``), as ``savefig`` would add it.
+
+    Without matplotlib the path is only checked as an output path: :func:`require_plotting`
+    then ends the command.
+    """
+    if not text:
+        return output_path(text)
+    try:
+        from matplotlib import rcParams
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return output_path(text)
+    extension = os.path.splitext(text)[1][1:]
+    if not extension:
+        text = text.rstrip(".") + "." + rcParams["savefig.format"]
+        extension = os.path.splitext(text)[1][1:]
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if extension.lower() not in formats:
+        raise argparse.ArgumentTypeError(
+            f"cannot write {text}: matplotlib cannot save .{extension} images (expected one "
+            f"of: {', '.join(sorted(formats))})"
+        )
+    return output_path(text)
+
+
+def optional_plot_path(text):
+    """:func:`plot_path`, or '' for none."""
+    return text if text == "" else plot_path(text)
 
 
 def option(text):

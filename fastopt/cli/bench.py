@@ -124,7 +124,9 @@ def stream_step(name, grad, precision="full"):
     word = np.uint16 if precision == "bfloat16" else np.uint8
     param = np.zeros_like(grad)
     states = [np.zeros(grad.size, word) for _ in range(writes - 1)]
-    compact = _COMPACT_STREAMS[writes - 1]
+    if not states:  # plain SGD keeps no state: its traffic is the parameters' alone
+        return lambda: _stream_w1(grad, param)
+    compact = _COMPACT_STREAMS[len(states)]
     return lambda: compact(grad, param, *states)
 
 
@@ -139,6 +141,36 @@ def bytes_per_step(name, size, dtype, precision="full"):
     if precision == "8bit":
         state_bytes += 2 * states * -(-size // 256) * itemsize
     return 3 * size * itemsize + state_bytes
+
+
+def unsupported(optimizers, dtype="float32", precision="full"):
+    """The optimizers of ``optimizers`` that cannot keep their state in ``precision``.
+
+    Each is built once on a few elements with its benchmark options, so that a refusal
+    comes before anything is timed.
+
+    Parameters
+    ----------
+    optimizers : iterable of str
+        Names from :data:`CONFIGS`.
+    dtype : str or numpy dtype, default "float32"
+        The buffer dtype of the benchmark.
+    precision : {"full", "bfloat16", "8bit"}, default "full"
+        The ``state_precision`` to check.
+
+    Returns
+    -------
+    dict of str to str
+        Name to the optimizer's own reason, in the order given; empty when every one works.
+    """
+    refused = {}
+    for name in optimizers:
+        cls, options = CONFIGS[name]
+        try:
+            getattr(optim, cls)(np.zeros(8, dtype), **options, state_precision=precision)
+        except (TypeError, ValueError) as error:
+            refused[name] = str(error)
+    return refused
 
 
 def numpy_step(name, options, p, g, state, t):
@@ -339,7 +371,22 @@ def run(
     json_path=None,
     print_fn=print,
     precision="full",
+    skip_unsupported=False,
 ):
+    """Time every optimizer at every size, print the table and return (and write) the rows.
+
+    Every (optimizer, ``precision``) pair is checked before anything is timed (see
+    :func:`unsupported`): an optimizer that cannot keep its state in ``precision`` raises
+    ValueError, naming it and why, or with ``skip_unsupported`` is left out with a printed
+    note (and listed under ``"skipped"`` in the result).
+    """
+    refused = unsupported(optimizers, dtype, precision)
+    if refused and not skip_unsupported:
+        name, why = next(iter(refused.items()))
+        raise ValueError(
+            f"--optimizers {name} with --precision {precision}: not supported ({_one_line(why)})"
+        )
+    optimizers = [name for name in optimizers if name not in refused]
     torch = import_torch() if use_torch else None
     if threads:
         set_num_threads(threads)
@@ -352,6 +399,8 @@ def run(
         "(medians of steps alternated with the other implementations in this process; "
         "xN = their time / fastopt's)"
     )
+    for name, why in refused.items():
+        print_fn(f"skipped {name}: it does not support --precision {precision} ({_one_line(why)})")
     compact = precision != "full"
     print_fn(
         f"{'optimizer':17s} {'size':>9s} {'state':>8s} {'fastopt ms':>11s} {'GB/s':>6s} "
@@ -373,7 +422,13 @@ def run(
                 f"{cell('speedup_vs_torch_foreach'):>15s}"
                 + (f" {cell('speedup_vs_fastopt_full'):>7s}" if compact else "")
             )
+    skipped = {name: _one_line(why) for name, why in refused.items()}
+    result = {"header": info, "rows": rows, "skipped": skipped}
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"header": info, "rows": rows}, f, indent=1)
-    return {"header": info, "rows": rows}
+            json.dump(result, f, indent=1)
+    return result
+
+
+def _one_line(text):
+    return " ".join(str(text).split())

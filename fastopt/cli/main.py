@@ -55,7 +55,7 @@ def _json(command, what="results"):
                          help=f"also write the {what} to this JSON file")  # fmt: skip
 
 
-def _plot(command, kind=a.output_path, note=" (needs fastopt[plot])"):
+def _plot(command, kind=a.plot_path, note=" (needs fastopt[plot])"):
     command.add_argument("--plot", type=kind, default=None, metavar="FILE",
                          help=f"draw the cost curves into this image{note}")  # fmt: skip
 
@@ -95,7 +95,7 @@ def build_parser(prog="fastopt"):
     sweep.add_argument("--train-epochs", type=a.nonnegative_int, default=20,
                        help="with --demo: then train this many epochs with the pick")  # fmt: skip
     _json(sweep)
-    _plot(sweep, a.optional_output_path, ", '' for none (default: sweep.png with --demo "
+    _plot(sweep, a.optional_plot_path, ", '' for none (default: sweep.png with --demo "
           "when matplotlib is installed)")  # fmt: skip
 
     range_test = commands.add_parser(
@@ -132,7 +132,8 @@ def build_parser(prog="fastopt"):
         "--eps",
         type=a.positive_float,
         default=None,
-        help="finite-difference step scale (default: from the dtype)",
+        help="the absolute finite-difference step h, x +/- h for every coordinate "
+        "(default: cbrt(machine epsilon) x max(1, |x|), from the dtype and each value)",
     )
     check.add_argument(
         "--tolerance",
@@ -206,7 +207,8 @@ def build_parser(prog="fastopt"):
         choices=["full", "bfloat16", "8bit"],
         default="full",
         help="state_precision of fastopt's optimizers (compact state is also timed against "
-        "fastopt's full-precision step, column 'x full')",
+        "fastopt's full-precision step, column 'x full'); an optimizer without it is an "
+        "error when named in --optimizers, skipped with a note otherwise",
     )
     bench.add_argument("--no-numpy", action="store_true", help="skip the (slow) NumPy baseline")
     bench.add_argument("--no-torch", action="store_true", help="skip torch")
@@ -271,6 +273,7 @@ def _dispatch(args):
             not args.no_torch,
             args.json,
             precision=args.precision,
+            skip_unsupported=args.optimizers is None,
         )
         return 0
     import numpy as np

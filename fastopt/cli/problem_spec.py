@@ -82,9 +82,10 @@ def _import_module(name):
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:
-        if error.name is not None and name.startswith(error.name):
+        missing = error.name
+        if missing is not None and (name == missing or name.startswith(missing + ".")):
             raise CommandError(f"PROBLEM module not found: {name}") from None
-        raise
+        raise  # the module exists and its own import failed: the user's code
 
 
 def _checked(problem, spec):

@@ -66,7 +66,7 @@ def start(args):
 def finish(args, result, what):
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result.to_dict(), f, indent=1)
+            json.dump(result.to_dict(), f, indent=1, allow_nan=False)
         print(f"{what} written to {args.json}")
     if getattr(args, "plot", None):
         result.plot(args.plot)
@@ -111,15 +111,32 @@ def run_range_test(args):
     return 0
 
 
+def first_batch(problem):
+    """The batch the gradient is checked on: the first of the PROBLEM's batches (None for
+    a full-batch problem). No batch is a bad argument; an error from the user's batches
+    is the user's code failing.
+    """
+    if problem.batches is None:
+        return None
+    what = "batches()" if callable(problem.batches) else "iterating over batches"
+    try:
+        source = problem.batches() if callable(problem.batches) else problem.batches
+        for batch in source:
+            return batch
+    except Exception as error:
+        raise UserCodeFailed(f"{what} raised {type(error).__name__}") from error
+    raise CommandError(
+        f"PROBLEM {problem.name}: Invalid batches: 0 batches (expected at least 1: the "
+        "gradient is checked on the first)"
+    )
+
+
 def run_check_grad(args):
-    from ..lr.gradcheck import check_grad
+    from ..lr.gradcheck import GradCheckError, check_grad
 
     problem = load_problem(args.problem)
     check_problem(problem)
-    batch = None
-    if problem.batches is not None:
-        batches = problem.batches() if callable(problem.batches) else problem.batches
-        batch = next(iter(batches))
+    batch = first_batch(problem)
     try:
         result = check_grad(
             problem.loss_grad,
@@ -129,6 +146,9 @@ def run_check_grad(args):
             batch=batch,
             seed=args.seed,
         )
+    except GradCheckError as error:
+        where = f"--eps {args.eps:g}" if error.argument == "eps" and args.eps else None
+        raise CommandError(f"{where or f'PROBLEM {problem.name}'}: {error}") from None
     except Exception as error:  # the problem's form was checked: this is loss_grad's
         raise UserCodeFailed(f"loss_grad raised {type(error).__name__}") from error
     print(result.message)
@@ -158,7 +178,13 @@ def run_sweep_demo(args):
         f"{args.batch_size} per rate, training-set cost after each"
     )
     result = sweep(
-        loss_grad, fp, optimizer=cls, iterations=args.iterations, batches=batches, **options
+        loss_grad,
+        fp,
+        optimizer=cls,
+        lrs=args.lrs,
+        iterations=args.iterations,
+        batches=batches,
+        **options,
     )
     print(result.table())
     finish(args, result, "results")

@@ -2,7 +2,7 @@
 check, over the problem abstraction they share (:mod:`fastopt.lr.problem`).
 """
 
-from .gradcheck import GradCheckResult, check_grad
+from .gradcheck import GradCheckError, GradCheckResult, check_grad
 from .monitor import CostEvent, CostIncreaseError, CostMonitor, CostWarning, NonFiniteCostError
 from .range_test import RangeTestFailed, RangeTestResult, lr_range_test
 from .sweep import SweepFailed, SweepResult, sweep
@@ -16,6 +16,7 @@ __all__ = [
     "RangeTestFailed",
     "check_grad",
     "GradCheckResult",
+    "GradCheckError",
     "CostMonitor",
     "CostEvent",
     "CostWarning",

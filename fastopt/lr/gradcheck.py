@@ -12,7 +12,7 @@ import numpy as np
 
 from .._validation import check_number
 from ..buffers import FlatParams
-from .problem import Problem
+from .problem import Problem, json_number, json_numbers
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -22,6 +22,23 @@ DEFAULT_MAX_COORDINATES = 20
 """Coordinates checked per array by default: all of an array with at most this many."""
 PLAIN_ARRAY_NAME = "params"
 """The name a plain 1-D parameter array goes by in the results."""
+
+
+class GradCheckError(ValueError):
+    """:func:`check_grad` cannot check the gradient at this point with these arguments: the
+    parameters are not finite, the step ``eps`` (or the default step) is too small or too
+    large for them, or there is nothing to check. Raised by ``check_grad`` itself, never by
+    ``loss_grad``; a wrong gradient is not an error (the result's ``ok`` is False).
+
+    Attributes
+    ----------
+    argument : str
+        What to change: ``"eps"`` or ``"params"``.
+    """
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message)
+        self.argument = argument
 
 
 @dataclass(frozen=True)
@@ -77,16 +94,20 @@ class ArrayCheck:
         return _element(self.label, self.index)
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as strict JSON data (non-finite numbers as in
+        :meth:`GradCheckResult.to_dict`).
+        """
+        direction = self.direction_rel_error
         return {
             "name": self.label,
             "size": self.size,
             "checked": self.checked,
-            "rel_error": self.rel_error,
+            "rel_error": json_number(self.rel_error),
             "index": None if self.index is None else list(self.index),
             "coordinate": self.coordinate,
-            "analytic": self.analytic,
-            "numeric": self.numeric,
-            "direction_rel_error": self.direction_rel_error,
+            "analytic": json_number(self.analytic),
+            "numeric": json_number(self.numeric),
+            "direction_rel_error": None if direction is None else json_number(direction),
             "ok": self.ok,
         }
 
@@ -182,17 +203,22 @@ class GradCheckResult:
         return f"<GradCheckResult {self.message}>"
 
     def to_dict(self) -> dict[str, Any]:
-        """The findings as plain Python values (``json.dumps`` accepts them)."""
+        """The findings as strict JSON data (``json.dumps(..., allow_nan=False)`` accepts
+        them): a number that is not finite, such as the difference at a point where the
+        cost is NaN and the relative error there, is written as None for NaN and as
+        ``"inf"`` or ``"-inf"`` for an infinity (``np.asarray(values, dtype=float)``
+        reads both back).
+        """
         return {
             "ok": bool(self.ok),
-            "max_rel_error": self.max_rel_error,
+            "max_rel_error": json_number(self.max_rel_error),
             "worst_coordinate": self.worst_coordinate,
             "worst_name": self.worst_name,
             "tolerance": self.tolerance,
             "coordinates": self.coordinates.tolist(),
-            "analytic": self.analytic.tolist(),
-            "numeric": self.numeric.tolist(),
-            "rel_errors": self.rel_errors.tolist(),
+            "analytic": json_numbers(self.analytic),
+            "numeric": json_numbers(self.numeric),
+            "rel_errors": json_numbers(self.rel_errors),
             "directions": self.directions,
             "per_array": {r.label: r.to_dict() for r in self.per_array.values()},
             "unchecked": list(self._unchecked_labels),
@@ -274,8 +300,13 @@ def check_grad(
     Raises
     ------
     TypeError, ValueError
-        For an invalid argument (the message names it, its value and the rule), or an
-        ``eps`` too small or too large for the parameter dtype.
+        For an invalid argument (the message names it, its value and the rule), before
+        ``loss_grad`` is called; TypeError also when ``loss_grad`` returns no number.
+    GradCheckError
+        A ValueError raised when the check cannot be made at ``params``: a non-finite
+        parameter, an ``eps`` (or default step) too small or too large for the parameters'
+        dtype and magnitude, or no element to check. Errors raised by ``loss_grad`` itself
+        pass through unchanged, so the two can be told apart.
 
     Examples
     --------
@@ -347,9 +378,10 @@ class _Checker:
         self.x = problem.host(self.data)
         bad = np.flatnonzero(~np.isfinite(self.x))
         if bad.size:
-            raise ValueError(
+            raise GradCheckError(
+                "params",
                 f"the parameters must be finite to check the gradient, but "
-                f"{self.element(int(bad[0]))} = {self.x[bad[0]]}"
+                f"{self.element(int(bad[0]))} = {self.x[bad[0]]}",
             )
         problem.zero_grad()
         self.cost()
@@ -433,25 +465,29 @@ class _Checker:
     def _check_step(self, up, down, what):
         if self.eps is None:
             if not (np.all(np.isfinite(up)) and np.all(np.isfinite(down))):
-                raise ValueError(
+                raise GradCheckError(
+                    "eps",
                     f"the default finite-difference step overflows {self.dtype} at {what}: "
-                    "pass a fixed eps"
+                    "pass a fixed eps",
                 )
             if np.all(up == down):
-                raise ValueError(
+                raise GradCheckError(
+                    "eps",
                     f"the default finite-difference step does not move {what} in "
-                    f"{self.dtype}: pass a fixed eps"
+                    f"{self.dtype}: pass a fixed eps",
                 )
             return
         if not (np.all(np.isfinite(up)) and np.all(np.isfinite(down))):
-            raise ValueError(
+            raise GradCheckError(
+                "eps",
                 f"Invalid eps: {self.eps} (too large for {what}: x +/- eps overflows "
-                f"{self.dtype}; use a smaller eps, or eps=None for the default step)"
+                f"{self.dtype}; use a smaller eps, or eps=None for the default step)",
             )
         if np.all(up == down):
-            raise ValueError(
+            raise GradCheckError(
+                "eps",
                 f"Invalid eps: {self.eps} (too small for {what}: x + eps rounds to x in "
-                f"{self.dtype}; use a larger eps, or eps=None for the default step)"
+                f"{self.dtype}; use a larger eps, or eps=None for the default step)",
             )
 
     def run(self, coordinates, max_coordinates, seed):
@@ -495,7 +531,9 @@ class _Checker:
             rows.extend(c for c in checks if c[1] is not None)
             records[array.name] = self._record(array, checks, direction)
         if not records:
-            raise ValueError("check_grad found nothing to check: every array is empty")
+            raise GradCheckError(
+                "params", "check_grad found nothing to check: every array is empty"
+            )
         flat_rows = np.array([c[1] for c in rows], dtype=np.int64)
         return GradCheckResult(
             flat_rows,

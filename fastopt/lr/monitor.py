@@ -61,7 +61,8 @@ class CostMonitor:
         :class:`NonFiniteCostError`, stay silent (the events are still recorded), or call
         ``callback(event)``. Defaults: warn on increases, raise on non-finite costs.
     plateau : fastopt.schedules.reduce_on_plateau, optional
-        Fed every cost, so the monitor can drive a plateau schedule.
+        Fed every cost (its ``step(cost)`` is called), so the monitor can drive a plateau
+        schedule; any other object with a ``step(cost)`` method works too.
 
     Examples
     --------
@@ -92,6 +93,12 @@ class CostMonitor:
                 )
         if not (rtol >= 0 and atol >= 0):
             raise ValueError(f"Invalid tolerance: rtol={rtol}, atol={atol} (expected >= 0)")
+        if plateau is not None and not callable(getattr(plateau, "step", None)):
+            raise TypeError(
+                f"Invalid plateau: {plateau!r} (expected a schedule fed the cost, such as "
+                "fastopt.schedules.reduce_on_plateau: an object with a step(cost) method; "
+                f"{type(plateau).__name__} has none)"
+            )
         self.rtol, self.atol = float(rtol), float(atol)
         self.on_increase, self.on_nonfinite, self.plateau = on_increase, on_nonfinite, plateau
         self.costs, self.events = [], []

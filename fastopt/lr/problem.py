@@ -73,11 +73,20 @@ class Problem:
         """``array`` as a host NumPy array (a copy when it lives on the GPU)."""
         return self.backend.to_host(array)
 
-    def batch_stream(self) -> Iterator[Any] | None:
-        """A fresh iterator over the batches (None for full-batch problems)."""
+    def batch_stream(self, needed: int, what: str) -> BatchStream | None:
+        """A fresh iterator over the batches (None for full-batch problems).
+
+        Parameters
+        ----------
+        needed : int
+            How many batches the caller takes from it, for the error when they run out.
+        what : str
+            What they are for, in that error (``"one per update"``).
+        """
         if self.batches is None:
             return None
-        return iter(self.batches()) if callable(self.batches) else iter(self.batches)
+        source = self.batches() if callable(self.batches) else self.batches
+        return BatchStream(iter(source), needed, what)
 
     def cost(self, stream: Iterator[Any] | None) -> float:
         """Evaluate ``loss_grad`` at the current parameters (on the next batch)."""
@@ -85,13 +94,7 @@ class Problem:
         if stream is None:
             value = self.loss_grad(self.params, self.grad)
         else:
-            try:
-                batch = next(stream)
-            except StopIteration:
-                raise ValueError(
-                    "batches ran out before the run ended: give at least iterations + 1 batches"
-                ) from None
-            value = self.loss_grad(self.params, self.grad, batch)
+            value = self.loss_grad(self.params, self.grad, next(stream))
         try:
             return float(value)
         except (TypeError, ValueError):
@@ -109,6 +112,46 @@ class Problem:
             return opt.step
         grad = self.grad
         return lambda: opt.step(grad)
+
+
+class BatchStream:
+    """An iterator over the user's batches that, when they run out, raises ValueError
+    saying how many were given and how many are needed.
+    """
+
+    def __init__(self, source: Iterator[Any], needed: int, what: str) -> None:
+        self.source, self.needed, self.what = source, needed, what
+        self.taken = 0
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            batch = next(self.source)
+        except StopIteration:
+            raise ValueError(
+                f"batches ran out after {self.taken}: give at least {self.needed} ({self.what})"
+            ) from None
+        self.taken += 1
+        return batch
+
+
+def json_number(value: float) -> float | str | None:
+    """A float for strict JSON: itself when finite, None for NaN, ``"inf"`` or ``"-inf"``
+    for an infinity (``np.asarray(values, dtype=float)`` reads all three back).
+    """
+    value = float(value)
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return None
+    return "inf" if value > 0 else "-inf"
+
+
+def json_numbers(values: Iterable[float]) -> list[float | str | None]:
+    """:func:`json_number` of each value."""
+    return [json_number(v) for v in values]
 
 
 def diverged(cost: float, start: float, factor: float) -> bool:

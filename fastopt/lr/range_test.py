@@ -14,7 +14,7 @@ from .._plotting import clipped_ylim, finish, pyplot, run_styles
 from .._validation import check_number
 from ..optim import SGD
 from ..schedules import exponential_decay
-from .problem import Problem
+from .problem import Problem, json_numbers
 from .progress import Progress
 
 if TYPE_CHECKING:
@@ -45,6 +45,9 @@ class RangeTestFailed(RuntimeError):
         The update that failed (0-based; the updates before it were done).
     repeat : int
         The run that failed (0-based; 0 unless ``repeats > 1``).
+    building : bool
+        Whether it was building the run's optimizer that failed (an option it rejects),
+        before any cost was evaluated.
     partial : RangeTestResult
         That run up to the failure: ``stopped_at`` is ``update`` and ``stopped_by`` is
         ``"error"``; its suggestions are None when fewer than three updates were done.
@@ -61,14 +64,23 @@ class RangeTestFailed(RuntimeError):
         partial: RangeTestResult,
         completed: tuple[RangeTestResult, ...],
         error: BaseException,
+        building: bool = False,
     ) -> None:
         where = f" of run {repeat + 1} of {repeats}" if repeats > 1 else ""
-        super().__init__(
-            f"the range test failed at update {update}{where} (lr={lr:.3g}): "
-            f"{type(error).__name__}: {error} (the {update} updates before it are in "
-            ".partial)"
-        )
+        if building:
+            text = (
+                f"the range test failed building the optimizer{where} (lr={lr:.3g}): "
+                f"{type(error).__name__}: {error}"
+            )
+        else:
+            text = (
+                f"the range test failed at update {update}{where} (lr={lr:.3g}): "
+                f"{type(error).__name__}: {error} (the {update} updates before it are in "
+                ".partial)"
+            )
+        super().__init__(text)
         self.lr, self.update, self.repeat = lr, update, repeat
+        self.building = building
         self.partial, self.completed = partial, completed
 
 
@@ -111,15 +123,18 @@ def lr_range_test(
     optimizer : callable
         An optimizer class; a fresh one is made for every run.
     min_lr, max_lr : float
-        The first and last rate.
+        The first and last rate: finite, ``0 < min_lr < max_lr``, and ``max_lr / min_lr``
+        finite (the factor the rate grows by).
     iterations : int
-        Updates per run (>= 2).
+        Updates per run (>= 2); the suggestions need at least three finite smoothed costs
+        before the stop, and the reason says what to change when there are fewer.
     smoothing : float
         Weight of the newest cost in the moving average (0 < smoothing <= 1).
     diverge_factor : float
         The run stops when the smoothed cost exceeds this times its lowest value.
     batches : sequence or callable, optional
-        Mini-batches, one per update: a sequence (the same order in every run) or a
+        Mini-batches, one per update (at least ``iterations``): a sequence (the same order
+        in every run) or a
         callable returning a fresh iterator (called once per run, so a callable that
         shuffles gives each repeat its own order).
     repeats : int
@@ -138,8 +153,9 @@ def lr_range_test(
     Raises
     ------
     RangeTestFailed
-        ``loss_grad`` or the optimizer raised; it names the update and rate and carries
-        the finished part (the original error is its ``__cause__``).
+        ``loss_grad`` or the optimizer raised (also building the optimizer, for an option
+        it rejects: ``building`` is True); it names the update and rate and carries the
+        finished part (the original error is its ``__cause__``).
 
     Notes
     -----
@@ -178,9 +194,16 @@ def lr_range_test(
     Smith (2017), "Cyclical Learning Rates for Training Neural Networks", arXiv:1506.01186.
     fastai, ``fastai.callback.schedule.valley`` (the longest-valley suggester).
     """
-    if not (0 < min_lr < max_lr) or not math.isfinite(max_lr):
+    min_lr = check_number("min_lr", min_lr, "a finite rate > 0", lambda v: 0 < v < math.inf)
+    max_lr = check_number("max_lr", max_lr, "a finite rate > 0", lambda v: 0 < v < math.inf)
+    if not min_lr < max_lr:
         raise ValueError(
-            f"Invalid min_lr/max_lr: {min_lr}, {max_lr} (expected 0 < min_lr < max_lr, finite)"
+            f"Invalid min_lr/max_lr: {min_lr}, {max_lr} (expected 0 < min_lr < max_lr)"
+        )
+    if not math.isfinite(max_lr / min_lr):
+        raise ValueError(
+            f"Invalid min_lr/max_lr: {min_lr}, {max_lr} (expected max_lr / min_lr to be "
+            "finite: the rate grows by that factor over the run; raise min_lr)"
         )
     if (
         isinstance(iterations, bool)
@@ -190,8 +213,7 @@ def lr_range_test(
         raise ValueError(f"Invalid iterations: {iterations!r} (expected an integer >= 2)")
     if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
         raise ValueError(f"Invalid repeats: {repeats!r} (expected an integer >= 1)")
-    if not 0 < smoothing <= 1:
-        raise ValueError(f"Invalid smoothing: {smoothing} (expected 0 < smoothing <= 1)")
+    smoothing = check_number("smoothing", smoothing, "0 < smoothing <= 1", lambda v: 0 < v <= 1)
     check_number("diverge_factor", diverge_factor, "a finite number > 1",
                  lambda v: 1 < v < math.inf)  # fmt: skip
     if batches is not None and hasattr(batches, "__len__") and len(batches) < iterations:
@@ -213,10 +235,11 @@ def lr_range_test(
             costs = np.full(iterations, np.nan)
             smoothed = np.full(iterations, np.nan)
             stopped = None
-            k = 0
+            k, building = 0, True
             try:
                 step = problem.make_step(optimizer, schedule, optimizer_kwargs)
-                stream = problem.batch_stream()
+                building = False
+                stream = problem.batch_stream(iterations, "one per update: iterations")
                 average, best = 0.0, math.inf
                 for k in range(iterations):
                     costs[k] = cost = problem.cost(stream)
@@ -231,7 +254,7 @@ def lr_range_test(
             except Exception as error:
                 partial = RangeTestResult(lrs, costs, smoothed, k, name, stopped_by="error")
                 raise RangeTestFailed(
-                    float(lrs[k]), k, repeat, repeats, partial, tuple(runs), error
+                    float(lrs[k]), k, repeat, repeats, partial, tuple(runs), error, building
                 ) from error
             bar.advance(iterations - 1 - k)
             runs.append(RangeTestResult(lrs, costs, smoothed, stopped, name))
@@ -360,6 +383,7 @@ class RangeTestResult:
             valid = valid[valid < stopped_at]
         self.suggested_lr = self.steepest_lr = self.minimum_lr = self.valley_lr = None
         self.valley: tuple[int, int] | None = None
+        self._usable = int(valid.size)
         if valid.size >= 3:
             curve = smoothed[valid]
             lowest = valid[np.argmin(curve)]
@@ -391,11 +415,12 @@ class RangeTestResult:
         if self.stopped_at is None:
             stop = "ran to the end"
         else:
-            why = (
-                "loss_grad raised an error"
-                if self.stopped_by == "error"
-                else "the smoothed cost diverged"
-            )
+            if self.stopped_by == "error":
+                why = "loss_grad raised an error"
+            elif not math.isfinite(self.smoothed[self.stopped_at]):
+                why = f"the smoothed cost is {self.smoothed[self.stopped_at]}"
+            else:
+                why = "the smoothed cost diverged"
             stop = (
                 f"stopped at update {self.stopped_at} (lr={self.lrs[self.stopped_at]:.3g}): {why}"
             )
@@ -406,6 +431,8 @@ class RangeTestResult:
             if self.valley_lr is None
             else f"; two thirds down the longest valley at lr={self.valley_lr:.3g}"
         )
+        if self.suggested_lr is None and self._usable < 3:
+            return f"{stop}; no suggestion: {self._too_few()}"
         if self.suggested_lr is None:
             return (
                 f"{stop}; no suggestion: the smoothed cost never fell below its start"
@@ -416,6 +443,24 @@ class RangeTestResult:
             f"lr={self.suggested_lr:.3g} (a tenth of it); steepest descent at "
             f"lr={self.steepest_lr:.3g}{valley}. Confirm with fastopt.sweep around these rates."
         )
+
+    def _too_few(self) -> str:
+        """Why fewer than three smoothed costs are not enough, and what to change."""
+        if not math.isfinite(self.costs[0]):
+            return (
+                f"the starting cost is {self.costs[0]}, not a finite number: loss_grad "
+                "returns it at the starting parameters, before any update; fix the cost there."
+            )
+        n = self._usable
+        counted = f"{n} smoothed cost{'s' if n != 1 else ''}"
+        if self.stopped_by == "error":
+            return f"too few updates before the error ({counted}; the suggestions need 3)."
+        if self.stopped_at is not None:
+            return (
+                f"too few updates before the stop ({counted}; the suggestions need 3): "
+                "lower min_lr, or run fastopt.sweep."
+            )
+        return f"too few updates ({counted}; the suggestions need 3): raise iterations."
 
     def table(self, rows: int = 12) -> str:
         """A few rows of the (first) run, evenly spaced, then the suggestions (with their
@@ -453,18 +498,16 @@ class RangeTestResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything as JSON-ready types (NaN as None); ``runs`` holds each run's own dict
-        when there are several.
+        """Everything as strict JSON data (``json.dumps(..., allow_nan=False)`` accepts
+        it): a cost that is not finite is None for NaN (also after the stop) and ``"inf"``
+        or ``"-inf"`` for an infinity; ``runs`` holds each run's own dict when there are
+        several.
         """
-
-        def clean(values):
-            return [None if not math.isfinite(v) else float(v) for v in values]
-
         data = {
             "optimizer": self.optimizer,
             "lrs": self.lrs.tolist(),
-            "costs": clean(self.costs),
-            "smoothed": clean(self.smoothed),
+            "costs": json_numbers(self.costs),
+            "smoothed": json_numbers(self.smoothed),
             "stopped_at": self.stopped_at,
             "stopped_by": self.stopped_by,
             "suggested_lr": self.suggested_lr,
@@ -492,7 +535,9 @@ class RangeTestResult:
         Parameters
         ----------
         path : str or path-like, optional
-            Write the figure there (PNG, or any format matplotlib knows).
+            Write the figure there (PNG, or any format matplotlib knows). A figure made
+            here for ``path`` is closed once written, so that plotting in a loop does not
+            pile up open figures; the returned Axes still holds it.
         ax : matplotlib Axes, optional
             Draw into it instead of a new figure.
 
@@ -515,6 +560,7 @@ class RangeTestResult:
         on the median curve, with bars spanning their range over the runs.
         """
         plt = pyplot(headless=ax is None and path is not None)
+        created = ax is None
         if ax is None:
             _, ax = plt.subplots(figsize=(7, 4.5))
         several = len(self.runs) > 1
@@ -603,7 +649,7 @@ class RangeTestResult:
         ax.set_title(f"{self.optimizer}: learning-rate range test{runs}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-        return finish(ax, path)
+        return finish(ax, path, created)
 
     def _marker_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """Where the suggestion markers sit: the smoothed cost before the stop (the median

@@ -17,8 +17,8 @@ import numpy as np
 from .._plotting import finish, pyplot
 from .._validation import check_number
 from ..optim import SGD
-from .gradcheck import check_grad
-from .problem import Problem, diverged
+from .gradcheck import GradCheckError, check_grad
+from .problem import Problem, diverged, json_number, json_numbers
 from .progress import Progress
 
 if TYPE_CHECKING:
@@ -42,21 +42,31 @@ class SweepFailed(RuntimeError):
     lr : float
         The rate of the run that failed.
     update : int
-        The update after which the cost was being evaluated (0: the starting cost).
+        The update after which the cost was being evaluated (0: the starting cost, or
+        building the optimizer).
+    building : bool
+        Whether it was building the run's optimizer that failed (an option it rejects),
+        before any cost was evaluated.
     costs : ndarray
         That run's costs up to the failure.
     partial : SweepResult or None
         The runs that finished before it, or None if none did.
     """
 
-    def __init__(self, lr, update, costs, partial, error):
-        what = "the starting cost" if update == 0 else f"the cost after update {update}"
+    def __init__(self, lr, update, costs, partial, error, building=False):
+        if building:
+            what = "building the optimizer"
+        elif update == 0:
+            what = "evaluating the starting cost"
+        else:
+            what = f"evaluating the cost after update {update}"
         super().__init__(
-            f"the sweep failed in the run at lr={lr:g}, evaluating {what}: "
+            f"the sweep failed in the run at lr={lr:g}, {what}: "
             f"{type(error).__name__}: {error}"
             + (f" ({len(partial.lrs)} finished runs are in .partial)" if partial else "")
         )
         self.lr, self.update, self.costs, self.partial = lr, update, costs, partial
+        self.building = building
 
 
 def check_rules(
@@ -124,7 +134,8 @@ def sweep(
         order. Mini-batch costs are noisy: raise ``max_increase_share`` accordingly.
     diverge_factor : float, default 4
         A run is stopped as diverged when its cost is not finite or exceeds
-        ``diverge_factor`` times the starting cost.
+        ``diverge_factor`` times the starting cost (a run whose starting cost is not
+        finite is stopped there, before any update).
     max_increase_share : float, default 0.1
         A run in which more than this share of the updates increased the cost (by more
         than ``increase_rtol`` relative) is "oscillating".
@@ -145,15 +156,16 @@ def sweep(
     Raises
     ------
     SweepFailed
-        When ``loss_grad`` or the optimizer raises: it names the rate and the update, and
-        carries the finished runs (``.partial``); the original error is its cause.
+        When ``loss_grad`` or the optimizer raises (also building the optimizer, for an
+        option it rejects: ``.building``): it names the rate and the update, and carries
+        the finished runs (``.partial``); the original error is its cause.
 
     Notes
     -----
     Verdicts, in this order of precedence:
 
     * ``"diverged"``: a non-finite cost, a cost above ``diverge_factor`` x the start, or a
-      final cost above the start.
+      final cost above the start by more than rounding (``increase_rtol`` relative).
     * ``"flat"``: the cost never moved beyond rounding (``increase_rtol``): the updates
       changed nothing the cost can see.
     * ``"oscillating"``: more than ``max_increase_share`` of the updates raised the cost.
@@ -166,7 +178,9 @@ def sweep(
     among "slow" runs. A diverged, flat or oscillating run is never picked. When even the
     smallest rate failed to decrease the cost, :func:`fastopt.check_grad` is run once and
     its finding is part of the reason: "with a small enough alpha, the cost should
-    decrease on every iteration". When no run moved the cost at all, the reason says so
+    decrease on every iteration" (when the check cannot be made, e.g. at non-finite
+    parameters, its refusal is the finding; when the starting cost is not finite, the
+    reason says that instead). When no run moved the cost at all, the reason says so
     and names the likely causes: ``loss_grad`` does not write the gradient, the gradient
     is zero, or it is not the gradient of this cost (whether the gradient buffer was left
     at zero at the starting point tells the first two from the third).
@@ -193,42 +207,56 @@ def sweep(
         )
     problem = Problem(loss_grad, params, batches)
     costs = np.full((lrs.size, iterations + 1), np.nan)
+    stopped_at: list[int | None] = [None] * lrs.size
     bar = Progress(lrs.size * iterations, "sweep", enabled=progress)
-    grad_check = grad_zero = None
+    grad_check = grad_zero = grad_check_error = None
     result = lambda rows: SweepResult(  # noqa: E731
         lrs[:rows], costs[:rows], [classify(c, **rules) for c in costs[:rows]], rules,
-        optimizer, optimizer_kwargs, grad_check, grad_zero,
+        optimizer, optimizer_kwargs, grad_check, grad_zero, stopped_at=stopped_at[:rows],
+        grad_check_error=grad_check_error,
     )  # fmt: skip
+    needed = (iterations + 1, "one per cost evaluated: iterations + 1")
     try:
         for row, lr in enumerate(lrs):
-            k = 0
+            k, building = 0, True
             try:
                 problem.restore()
                 step = problem.make_step(optimizer, float(lr), optimizer_kwargs)
-                stream = problem.batch_stream()
+                building = False
+                stream = problem.batch_stream(*needed)
                 costs[row, 0] = start = problem.cost(stream)
+                if not math.isfinite(start):
+                    stopped_at[row] = 0
+                    bar.advance(iterations, f"lr={lr:g} starting cost {start}")
+                    continue
                 for k in range(1, iterations + 1):
                     step()
                     costs[row, k] = cost = problem.cost(stream)
                     if diverged(cost, start, rules["diverge_factor"]):
                         costs[row, k + 1 :] = np.nan
+                        stopped_at[row] = k
                         bar.advance(iterations - k + 1, f"lr={lr:g} diverged")
                         break
                     bar.advance(1, f"lr={lr:g}")
             except Exception as error:
                 partial = result(row) if row else None
-                raise SweepFailed(float(lr), k, costs[row, :k].copy(), partial, error) from error
+                raise SweepFailed(
+                    float(lr), k, costs[row, :k].copy(), partial, error, building=building
+                ) from error
         verdicts = [classify(c, **rules) for c in costs]
         smallest = int(np.argmin(lrs))
-        if verdicts[smallest] not in ("good", "slow"):
+        if verdicts[smallest] not in ("good", "slow") and math.isfinite(costs[smallest, 0]):
             problem.restore()
-            stream = problem.batch_stream()
+            stream = problem.batch_stream(1, "the batch the gradient is checked on")
             batch = None if stream is None else next(stream)
             if all(v == "flat" for v in verdicts):
                 problem.cost(None if stream is None else iter([batch]))
                 grad_zero = not np.any(problem.host(problem.grad))
                 problem.restore()
-            grad_check = check_grad(loss_grad, problem.params, batch=batch)
+            try:
+                grad_check = check_grad(loss_grad, problem.params, batch=batch)
+            except GradCheckError as error:  # the finished runs stand; say why not checked
+                grad_check_error = str(error)
     finally:
         problem.restore()
         bar.close()
@@ -254,7 +282,11 @@ def classify(
     start = costs[0]
     finite = costs[np.isfinite(costs)]
     stopped = finite.size < costs.size
-    if stopped or any(diverged(c, start, diverge_factor) for c in finite) or finite[-1] > start:
+    if (
+        stopped
+        or any(diverged(c, start, diverge_factor) for c in finite)
+        or finite[-1] > start + increase_rtol * abs(start)
+    ):
         return "diverged"
     if np.all(np.abs(finite - start) <= increase_rtol * abs(start)):
         return "flat"
@@ -285,9 +317,16 @@ class SweepResult:
         Why this rate (or why none).
     grad_check : GradCheckResult or None
         Set when the smallest rate failed to decrease the cost.
+    grad_check_error : str or None
+        Why that gradient check could not be made (the :class:`fastopt.lr.GradCheckError`
+        message, e.g. a parameter that is not finite); None otherwise.
     grad_zero : bool or None
         When no run moved the cost: whether ``loss_grad`` left the gradient at zero at the
         starting point (it does not write it, or it is zero); None otherwise.
+    stopped_at : list of int or None
+        Per run, the update at which it was stopped (its cost there was not finite or
+        above ``diverge_factor`` x the start; 0 when the starting cost was not finite), or
+        None when it ran to the end.
     """
 
     def __init__(
@@ -300,15 +339,25 @@ class SweepResult:
         options: Mapping[str, Any],
         grad_check: GradCheckResult | None,
         grad_zero: bool | None = None,
+        *,
+        stopped_at: Sequence[int | None] | None = None,
+        grad_check_error: str | None = None,
     ) -> None:
         self.lrs, self.costs, self.verdicts = lrs, costs, verdicts
         self.rules, self.grad_check, self.grad_zero = rules, grad_check, grad_zero
+        self.grad_check_error = grad_check_error
+        if stopped_at is None:
+            stopped_at = [_stop(row, rules["diverge_factor"]) for row in costs]
+        self.stopped_at = list(stopped_at)
         self.optimizer = getattr(optimizer, "__name__", repr(optimizer))
         self.options = dict(options)
         self.iterations = costs.shape[1] - 1
         self.best_index = self._pick()
         self.best_lr = None if self.best_index is None else float(lrs[self.best_index])
         self.reason = self._reason()
+
+    def _starts_finite(self, i):
+        return math.isfinite(self.costs[i, 0])
 
     def _final(self, i):
         finite = self.costs[i][np.isfinite(self.costs[i])]
@@ -323,10 +372,11 @@ class SweepResult:
 
     def _reason(self):
         count = {v: self.verdicts.count(v) for v in VERDICTS}
+        unstarted = [i for i in range(len(self.lrs)) if not self._starts_finite(i)]
         bad = [
             f"{self.lrs[i]:g}"
             for i, v in enumerate(self.verdicts)
-            if v in ("diverged", "oscillating")
+            if v in ("diverged", "oscillating") and i not in unstarted
         ]
         bad_text = (
             f"; cost went up with lr {', '.join(bad)} (diverged or oscillating)" if bad else ""
@@ -334,7 +384,19 @@ class SweepResult:
         flat = [f"{self.lrs[i]:g}" for i, v in enumerate(self.verdicts) if v == "flat"]
         if flat and len(flat) < len(self.verdicts):
             bad_text += f"; the cost did not move with lr {', '.join(flat)}"
-        if flat and len(flat) == len(self.verdicts):
+        if unstarted and len(unstarted) < len(self.verdicts):
+            bad_text += "; the starting cost was not finite with lr " + ", ".join(
+                f"{self.lrs[i]:g} ({self.costs[i, 0]})" for i in unstarted
+            )
+        if len(unstarted) == len(self.verdicts):
+            shown = sorted({str(self.costs[i, 0]) for i in unstarted})
+            text = (
+                f"the starting cost is {' or '.join(shown)}, not a finite number, so no run "
+                "can be judged and no rate is picked: loss_grad returns it at the starting "
+                "parameters, before any update; fix the cost there (a log of 0, an overflow, "
+                "a NaN in the data or the parameters) and sweep again."
+            )
+        elif flat and len(flat) == len(self.verdicts):
             text = (
                 f"no run changed the cost beyond rounding (relative change at most "
                 f"{self.rules['increase_rtol']:g} in every run, lr {self.lrs.min():g} to "
@@ -364,12 +426,9 @@ class SweepResult:
         else:
             i = self.best_index
             start, final = self.costs[i, 0], self._final(i)
-            kind = (
-                "decreased consistently"
-                if self.verdicts[i] == "good"
-                else "decreased consistently but slowly (every run is slow: try larger rates "
-                "or more iterations)"
-            )
+            kind = "decreased consistently"
+            if self.verdicts[i] == "slow":
+                kind += f" but slowly ({self._slow_advice(i)})"
             text = (
                 f"lr={self.lrs[i]:g}: lowest cost after {self.iterations} updates "
                 f"({start:.6g} -> {final:.6g}) among the {count['good'] or count['slow']} "
@@ -385,7 +444,29 @@ class SweepResult:
                 f" Even the smallest rate ({self.lrs.min():g}) failed to decrease the "
                 f"cost, so the gradient was checked: {self.grad_check.message}."
             )
+        elif self.grad_check_error is not None:
+            text += (
+                f" Even the smallest rate ({self.lrs.min():g}) failed to decrease the "
+                f"cost, but the gradient could not be checked: {self.grad_check_error}."
+            )
         return text
+
+    def _slow_advice(self, picked):
+        """What to try when the pick is a slow run: larger rates, unless they failed."""
+        lr = self.lrs[picked]
+        failed = [
+            self.lrs[i]
+            for i, v in enumerate(self.verdicts)
+            if self.lrs[i] > lr and v in ("diverged", "oscillating")
+        ]
+        if not failed:
+            return "every run is slow: try larger rates or more iterations"
+        plural = "s" if len(failed) > 1 else ""
+        shown = ", ".join(f"{r:g}" for r in failed)
+        return (
+            f"no run is good and the larger rate{plural} {shown} diverged or oscillated: try "
+            f"rates between {lr:g} and {min(failed):g}, or more iterations"
+        )
 
     def table(self) -> str:
         """The runs as a text table, the pick marked with ``*``."""
@@ -398,7 +479,7 @@ class SweepResult:
         for i, lr in enumerate(self.lrs):
             row = self.costs[i]
             finite = row[np.isfinite(row)]
-            stopped = finite.size < row.size
+            stopped = self.stopped_at[i] is not None or finite.size < row.size
             final = f"{finite[-1]:12.6g}" if not stopped else f"{'stopped':>12s}"
             change = (
                 f"{(finite[-1] - row[0]) / abs(row[0]) * 100:+7.1f}%"
@@ -406,11 +487,17 @@ class SweepResult:
                 else f"{'-':>8s}"
             )
             ups = int(np.sum(np.diff(finite) > self.rules["increase_rtol"] * np.abs(finite[:-1])))
-            note = f" (at update {finite.size - 1})" if stopped else ""
+            compared = max(finite.size - 1, 0)
+            if not self._starts_finite(i):
+                note = f" (starting cost {row[0]})"
+            elif stopped:
+                note = f" (at update {self.stopped_at[i]})"
+            else:
+                note = ""
             mark = "*" if i == self.best_index else " "
             lines.append(
                 f"{mark} {lr:10.4g} {row[0]:12.6g} {final} {change} "
-                f"{ups:>4d}/{finite.size - 1:<5d}  {self.verdicts[i]}{note}"
+                f"{ups:>4d}/{compared:<5d}  {self.verdicts[i]}{note}"
             )
         lines.append(f"pick: {self.reason}")
         return "\n".join(lines)
@@ -419,23 +506,25 @@ class SweepResult:
         return f"<SweepResult best_lr={self.best_lr} verdicts={self.verdicts}>"
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything as JSON-serialisable data (NaN costs become None)."""
+        """Everything as strict JSON data (``json.dumps(..., allow_nan=False)`` accepts it).
+
+        A cost that is not finite is written as None for NaN (also after a run was
+        stopped) and as ``"inf"`` or ``"-inf"`` for an infinity, as in the gradient check
+        under ``"grad_check"``; ``np.asarray(costs, dtype=float)`` reads them back.
+        """
         return {
             "optimizer": self.optimizer,
-            "options": {
-                k: v if isinstance(v, (int, float, str, bool, list, tuple, type(None))) else repr(v)
-                for k, v in self.options.items()
-            },
+            "options": {k: _option(v) for k, v in self.options.items()},
             "iterations": self.iterations,
             "rules": dict(self.rules),
             "lrs": self.lrs.tolist(),
-            "costs": [
-                [None if not math.isfinite(c) else float(c) for c in row] for row in self.costs
-            ],
+            "costs": [json_numbers(row) for row in self.costs],
             "verdicts": list(self.verdicts),
+            "stopped_at": list(self.stopped_at),
             "best_lr": self.best_lr,
             "reason": self.reason,
             "grad_check": None if self.grad_check is None else self.grad_check.to_dict(),
+            "grad_check_error": self.grad_check_error,
             "grad_zero": self.grad_zero,
         }
 
@@ -446,10 +535,24 @@ class SweepResult:
         Every run has its own colour (the qualitative "tab10" palette), marker (every few
         updates) and, past ten runs, line style, so 10-20 runs stay apart; see
         :func:`fastopt._plotting.run_styles`.
+
+        Parameters
+        ----------
+        path : str or path-like, optional
+            Write the figure there (PNG, or any format matplotlib knows). A figure made
+            here for ``path`` is closed once written, so that plotting in a loop does not
+            pile up open figures; the returned Axes still holds it.
+        ax : matplotlib Axes, optional
+            Draw into it instead of a new figure.
+
+        Returns
+        -------
+        matplotlib Axes
         """
         from .._plotting import run_styles
 
         plt = pyplot(headless=ax is None and path is not None)
+        created = ax is None
         if ax is None:
             _, ax = plt.subplots(figsize=(8.5 if len(self.lrs) > 6 else 7, 4.5))
         styles = run_styles(len(self.lrs), points=self.costs.shape[1])
@@ -477,4 +580,23 @@ class SweepResult:
             ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         else:
             ax.legend(fontsize="small")
-        return finish(ax, path)
+        return finish(ax, path, created)
+
+
+def _option(value):
+    """An optimizer option as strict JSON: numbers as :func:`json_number`, else its repr."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return json_number(value)
+    if isinstance(value, (list, tuple)):
+        return [_option(v) for v in value]
+    return repr(value)
+
+
+def _stop(costs, diverge_factor):
+    """Where a run with these costs was stopped (see :attr:`SweepResult.stopped_at`)."""
+    for k, cost in enumerate(costs):
+        if not math.isfinite(cost) or (k and diverged(cost, costs[0], diverge_factor)):
+            return k
+    return None

@@ -38,7 +38,9 @@ class ReduceOnPlateau(Schedule):
     -----
     Unlike every other schedule here, its value depends on the costs it was fed, so it
     cannot be joined or wrapped; save :meth:`state_dict` with your checkpoint (also part
-    of :meth:`to_dict`).
+    of :meth:`to_dict`). In :meth:`to_dict` the state is strict JSON: ``best`` starts at
+    an infinity, written as the string ``"inf"`` or ``"-inf"`` (a NaN as None), which
+    :meth:`load_state_dict` and ``fastopt.schedules.from_dict`` read back.
     """
 
     name = "reduce_on_plateau"
@@ -146,13 +148,43 @@ class ReduceOnPlateau(Schedule):
             raise ValueError(
                 f"reduce_on_plateau state expects keys {sorted(expected)} but got {sorted(state)}"
             )
-        self.current_lr = float(np.asarray(state["current_lr"]))
-        self.best = float(np.asarray(state["best"]))
+        self.current_lr = _decoded("current_lr", state["current_lr"])
+        self.best = _decoded("best", state["best"])
         for key in ("num_bad_steps", "cooldown_counter", "num_steps"):
             setattr(self, key, int(np.asarray(state[key])))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "state": self.state_dict()}
+        """The description and the state, as strict JSON data (see the class notes)."""
+        state = self.state_dict()
+        state["current_lr"] = _encoded(state["current_lr"])
+        state["best"] = _encoded(state["best"])
+        return {**super().to_dict(), "state": state}
+
+
+_NONFINITE = {"inf": math.inf, "-inf": -math.inf}
+
+
+def _encoded(value):
+    """A float for strict JSON: itself, None for NaN, "inf" or "-inf" for an infinity."""
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return None
+    return "inf" if value > 0 else "-inf"
+
+
+def _decoded(name, value):
+    """The float :func:`_encoded` wrote (or a number, or a 0-d array as np.load gives it)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, str):
+        if value not in _NONFINITE:
+            raise ValueError(
+                f"Invalid reduce_on_plateau state {name}: {value!r} (expected a number, or "
+                "'inf' / '-inf' for an infinity)"
+            )
+        return _NONFINITE[value]
+    return float(np.asarray(value))
 
 
 reduce_on_plateau = ReduceOnPlateau

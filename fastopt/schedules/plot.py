@@ -26,10 +26,11 @@ def plot_schedule(
     """Plot ``schedule`` over ``range(steps)`` (or the given integer steps).
 
     Returns the matplotlib Axes; writes a PNG (or any format matplotlib knows) to ``path``
-    when given.
+    when given (a figure made for it is then closed; the returned Axes still holds it).
     """
     plt = pyplot(headless=ax is None and path is not None)
     t = np.arange(steps) if np.ndim(steps) == 0 else np.asarray(steps)
+    created = ax is None
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(t, schedule(t), label=label or repr(schedule))
@@ -37,4 +38,4 @@ def plot_schedule(
     ax.set_ylabel("learning rate")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    return finish(ax, path)
+    return finish(ax, path, created)

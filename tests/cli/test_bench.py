@@ -159,3 +159,58 @@ def test_the_code_comparison_rounds_as_each_library_stores():
     stored = opt.state.decoded("momentum_buffer")
     assert np.array_equal(cc.fastopt_round(g, True), stored)
     assert not np.array_equal(stored, g)  # rounded
+
+
+def _bench(*args):
+    from fastopt.cli.main import main
+
+    return main(["bench", "--sizes", "1000", "--rounds", "1", "--no-numpy", "--no-torch", *args],
+                prog="python -m fastopt")  # fmt: skip
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "8bit"])
+def test_every_default_optimizer_runs_with_compact_state(tmp_path, capsys, precision):
+    """Plain SGD keeps no state (its stream kernel moves the parameters alone); an
+    optimizer that cannot keep its state in this precision is skipped with a note.
+    """
+    from fastopt.cli import bench
+
+    out = tmp_path / "bench.json"
+    assert _bench("--precision", precision, "--json", str(out)) == 0
+    data = json.loads(out.read_text())
+    refused = bench.unsupported(bench.CONFIGS, "float32", precision)
+    assert set(data["skipped"]) == set(refused)
+    assert [row["optimizer"] for row in data["rows"]] == [
+        n for n in bench.CONFIGS if n not in refused
+    ]
+    sgd = data["rows"][0]
+    assert sgd["optimizer"] == "sgd" and sgd["bytes_per_step"] == 3 * 4 * 1000
+    assert sgd["median_s"]["stream"] > 0 and sgd["median_s"]["fastopt"] > 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("skipped")]
+    assert len(notes) == len(refused)
+    for name, note in zip(refused, notes):
+        assert note.startswith(f"skipped {name}: it does not support --precision {precision}")
+
+
+def test_an_optimizer_named_without_support_for_the_precision_is_refused_before_any_work(
+    tmp_path, capsys, monkeypatch
+):
+    from fastopt.cli import bench
+
+    assert "rmsprop_centered" in bench.unsupported(["adam", "rmsprop_centered"], "float32", "8bit")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("timed something")
+
+    monkeypatch.setattr(bench, "measure", no_work)
+    monkeypatch.setattr(bench, "machine_info", no_work)
+    out = tmp_path / "bench.json"
+    status = _bench("--optimizers", "adam", "rmsprop_centered", "--precision", "8bit",
+                    "--json", str(out))  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 2 and not captured.out and not out.exists()
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith(
+        "python -m fastopt bench: error: --optimizers rmsprop_centered with --precision 8bit: "
+        "not supported (centered=True"
+    )

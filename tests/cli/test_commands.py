@@ -62,6 +62,38 @@ PROBLEM = textwrap.dedent(
 
     def wrong_form():
         return 42
+
+    def big_float32():
+        fp = fastopt.FlatParams({"w": np.full(3, 1e6, np.float32)})
+
+        def loss_grad(params, grad):
+            w = params.params["w"].astype(np.float64)
+            grad[:] = 2 * (w - 1e6 + 1)
+            return float(np.sum((w - 1e6 + 1) ** 2))
+
+        return loss_grad, fp
+
+    def nan_params():
+        loss_grad, x = quadratic()
+        x[0] = np.nan
+        return loss_grad, x
+
+    def no_batches():
+        return loss_grad_batch(quadratic()[0]), np.zeros(4), []
+
+    def broken_loader():
+        def batches():
+            raise RuntimeError("the data loader broke")
+
+        return loss_grad_batch(quadratic()[0]), np.zeros(4), batches
+
+    def sqrt_at_zero():
+        def loss_grad(params, grad):
+            grad[:] = 1.0
+            with np.errstate(invalid="ignore"):
+                return float(np.sqrt(params[0]))
+
+        return loss_grad, np.zeros(1)
     """
 )
 
@@ -214,3 +246,88 @@ def test_an_error_in_a_range_test_names_the_update(problem_file):
     assert result.returncode == 1
     assert "RuntimeError: the model blew up" in result.stderr
     assert "the range test failed at update 30" in result.stderr.splitlines()[-1]
+
+
+def test_a_plot_format_matplotlib_cannot_write_is_refused_before_any_work(problem_file, tmp_path):
+    pytest.importorskip("matplotlib")
+    result = fastopt("sweep", f"{problem_file}:counted", "--plot", tmp_path / "curves.xyz")
+    assert_one_line_error(result, "argument --plot", "cannot save .xyz images", "png")
+    assert not (tmp_path / "marker.txt").exists()  # refused before the PROBLEM was built
+
+
+def test_a_plot_path_without_extension_reports_the_file_written(problem_file, tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib import rcParams
+
+    plain = tmp_path / "curves"
+    result = fastopt("sweep", f"{problem_file}:quadratic", "--lrs", "0.1", "--iterations", "3",
+                     "--plot", plain)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    written = f"{plain}.{rcParams['savefig.format']}"
+    assert f"plot written to {written}\n" in result.stdout and os.path.isfile(written)
+    assert not plain.exists()
+
+
+def test_check_grad_refusals_are_one_line_errors(problem_file):
+    spec = f"{problem_file}:"
+    assert_one_line_error(fastopt("check-grad", spec + "big_float32", "--eps", "1e-5"),
+                          "--eps 1e-05: Invalid eps: 1e-05 (too small for w[0]")  # fmt: skip
+    assert_one_line_error(fastopt("check-grad", spec + "nan_params"),
+                          "nan_params: the parameters must be finite", "[0] = nan")  # fmt: skip
+    assert_one_line_error(fastopt("check-grad", spec + "no_batches"),
+                          "no_batches: Invalid batches: 0 batches (expected at least")  # fmt: skip
+
+
+def test_check_grad_on_batches_that_raise_shows_the_users_traceback(problem_file):
+    result = fastopt("check-grad", f"{problem_file}:broken_loader")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "RuntimeError: the data loader broke" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "python -m fastopt check-grad: batches() raised RuntimeError"
+
+
+def test_check_grad_json_is_strict_when_the_difference_is_not_finite(problem_file, tmp_path):
+    out_json = tmp_path / "check.json"
+    result = fastopt("check-grad", f"{problem_file}:sqrt_at_zero", "--json", out_json)
+    assert result.returncode == 1 and "FAILED" in result.stdout, result.stderr
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    data = json.loads(out_json.read_text(), parse_constant=refuse)
+    assert data["numeric"] == [None] and data["max_rel_error"] == "inf"
+
+
+def test_a_module_whose_own_import_fails_is_the_users_error(tmp_path):
+    (tmp_path / "models_v2.py").write_text("import models\n\ndef problem():\n    pass\n")
+    result = fastopt("sweep", "models_v2:problem", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "ModuleNotFoundError: No module named 'models'" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "python -m fastopt sweep: importing models_v2 raised ModuleNotFoundError"
+
+
+def test_sweep_demo_uses_the_given_rates(tmp_path):
+    out_json = tmp_path / "sweep.json"
+    result = fastopt("sweep", "--demo", "--lrs", "0.01", "0.1", "--iterations", "3",
+                     "--train-epochs", "0", "--plot", "", "--json", out_json)  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr
+    data = json.loads(out_json.read_text())
+    assert data["lrs"] == [0.01, 0.1] and len(data["costs"]) == 2
+
+
+def test_help_shows_a_default_of_zero_but_not_none_false_or_empty():
+    from fastopt.cli.arguments import Parser
+
+    parser = Parser(prog="p")
+    parser.add_argument("--zero", type=int, default=0, help="an int")
+    parser.add_argument("--zero-float", type=float, default=0.0, help="a float")
+    parser.add_argument("--none", default=None, help="unset")
+    parser.add_argument("--flag", action="store_true", help="a flag")
+    parser.add_argument("--many", nargs="+", default=[], help="a list")
+    text = " ".join(parser.format_help().split())
+    assert "an int (default: 0)" in text and "a float (default: 0.0)" in text
+    assert "unset --flag" in text and "a flag --many" in text and text.count("(default:") == 2
+    check = " ".join(fastopt("check-grad", "--help").stdout.split())
+    assert "seed of the sampled coordinates (default: 0)" in check
+    assert "--eps EPS the absolute finite-difference step h" in check

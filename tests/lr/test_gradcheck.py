@@ -404,3 +404,49 @@ def test_a_cost_that_is_not_a_number_is_reported():
 
     with pytest.raises(TypeError, match="loss_grad must return the cost as a number"):
         fastopt.check_grad(loss_grad, np.ones(3))
+
+
+def test_check_grad_refusals_are_grad_check_errors_naming_what_to_change():
+    """check_grad's own refusals are GradCheckError (still a ValueError); an error raised
+    inside loss_grad passes through as it was, so a caller can tell the two apart.
+    """
+    from fastopt.lr import GradCheckError
+
+    def loss_grad(p, grad):
+        grad[:] = p.data
+        return 0.5 * float(p.data @ p.data)
+
+    big = fastopt.FlatParams({"w": np.full(3, 1e6, np.float32)})
+    with pytest.raises(GradCheckError, match=r"Invalid eps: 1e-05 \(too small") as error:
+        fastopt.check_grad(loss_grad, big, eps=1e-5)
+    assert error.value.argument == "eps" and isinstance(error.value, ValueError)
+    with pytest.raises(GradCheckError, match=r"must be finite") as error:
+        fastopt.check_grad(loss_grad, fastopt.FlatParams({"w": np.array([np.nan, 1.0])}))
+    assert error.value.argument == "params"
+
+    def raising(p, grad):
+        raise ValueError("the user's own error")
+
+    with pytest.raises(ValueError, match="the user's own error") as error:
+        fastopt.check_grad(raising, np.ones(2))
+    assert not isinstance(error.value, GradCheckError)
+
+
+def test_to_dict_is_strict_json_when_the_difference_is_not_finite():
+    """At x = 0 the step below gives sqrt a NaN cost, so the difference is NaN and the
+    relative error infinite; to_dict writes None and "inf", which read back as both.
+    """
+
+    def loss_grad(p, grad):
+        grad[:] = 1.0
+        with np.errstate(invalid="ignore"):
+            return float(np.sqrt(p[0]))
+
+    result = fastopt.check_grad(loss_grad, np.zeros(1))
+    assert not result.ok and np.isnan(result.numeric[0]) and np.isinf(result.max_rel_error)
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["numeric"] == [None] and data["max_rel_error"] == "inf"
+    assert data["per_array"]["params"]["numeric"] is None
+    for key in ("analytic", "numeric", "rel_errors"):
+        np.testing.assert_array_equal(np.asarray(data[key], float), getattr(result, key))
+    assert float(data["max_rel_error"]) == result.max_rel_error

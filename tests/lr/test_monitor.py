@@ -51,3 +51,9 @@ def test_monitor_feeds_nan_costs_to_the_plateau_as_bad_steps():
     for cost in [3.0, float("nan"), float("nan")]:
         monitor(cost)
     assert plateau(0) == pytest.approx(0.01)
+
+
+def test_a_schedule_that_is_not_fed_the_cost_is_refused_as_plateau():
+    cosine = fastopt.schedules.cosine_decay(0.1, 10)
+    with pytest.raises(TypeError, match=r"Invalid plateau: cosine_decay\(.*step\(cost\) method"):
+        fastopt.CostMonitor(plateau=cosine)

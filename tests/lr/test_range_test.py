@@ -1,6 +1,7 @@
 """The learning-rate range test."""
 
 import json
+import math
 import re
 import warnings
 
@@ -292,3 +293,80 @@ def test_steepest_descent_skips_the_warm_up_and_what_follows_the_minimum():
     after_minimum[85:] = np.linspace(3.0, 0.3, 15)
     result = RangeTestResult(lrs, after_minimum.copy(), after_minimum, None, "test")
     assert lrs[40] <= result.steepest_lr <= lrs[70]
+
+
+def test_too_few_costs_for_a_suggestion_say_so_and_what_to_change():
+    x0, loss_grad = quadratic(2, 1.0, np.float64)
+    short = fastopt.lr_range_test(loss_grad, x0, iterations=2)
+    assert short.suggested_lr is None and short.stopped_at is None
+    assert "too few updates (2 smoothed costs; the suggestions need 3): raise iterations" in (
+        short.reason
+    )
+    assert "never fell below its start" not in short.reason
+    early = fastopt.lr_range_test(loss_grad, x0, min_lr=3.0, max_lr=1e3, iterations=20)
+    assert early.stopped_at is not None and early.stopped_at < 3
+    assert "too few updates before the stop" in early.reason and "lower min_lr" in early.reason
+
+    def nan_cost(x, grad):
+        grad[:] = x
+        return float("nan")
+
+    start = fastopt.lr_range_test(nan_cost, x0, iterations=10)
+    assert "no suggestion: the starting cost is nan, not a finite number" in start.reason
+    assert "the smoothed cost is nan" in start.reason
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"min_lr": 1e-320}, ValueError, r"Invalid min_lr/max_lr: 1e-320, 10\.0 .*max_lr / min_lr"),
+        ({"min_lr": 1.0, "max_lr": 0.5}, ValueError, r"Invalid min_lr/max_lr: 1\.0, 0\.5"),
+        ({"max_lr": float("inf")}, ValueError, r"Invalid max_lr: inf \(expected a finite"),
+        ({"min_lr": "1e-3"}, TypeError, r"Invalid min_lr: '1e-3'"),
+        ({"smoothing": "0.1"}, TypeError, r"Invalid smoothing: '0\.1'"),
+    ],
+)
+def test_rates_and_smoothing_are_checked_by_name(kwargs, error, match):
+    x0, loss_grad = quadratic(2, 1.0, np.float64)
+    with pytest.raises(error, match=match):
+        fastopt.lr_range_test(loss_grad, x0, **kwargs)
+
+
+def test_an_optimizer_option_it_rejects_is_reported_as_building_the_optimizer():
+    x0, loss_grad = quadratic(2, 1.0, np.float64)
+    with pytest.raises(RangeTestFailed, match=r"failed building the optimizer \(lr=") as info:
+        fastopt.lr_range_test(loss_grad, x0, iterations=5, momentum=-1)
+    assert info.value.building and "update 0" not in str(info.value)
+
+
+def test_batches_that_run_out_say_how_many_are_needed():
+    x0, loss_grad = quadratic(2, 1.0, np.float64)
+    with pytest.raises(RangeTestFailed) as info:
+        fastopt.lr_range_test(
+            lambda x, grad, batch: loss_grad(x, grad), x0, iterations=8,
+            batches=lambda: iter(range(5)),
+        )  # fmt: skip
+    assert "batches ran out after 5: give at least 8 (one per update" in str(info.value.__cause__)
+
+
+def test_to_dict_is_strict_json_with_an_infinite_cost():
+    def overflowing(x, grad):
+        grad[:] = -1.0
+        return math.inf if x[0] > 1 else 1.0 - 0.1 * float(x[0])
+
+    result = fastopt.lr_range_test(overflowing, np.zeros(1), min_lr=1e-3, max_lr=1.0,
+                                   iterations=30)  # fmt: skip
+    assert result.stopped_at is not None and np.isinf(result.costs[result.stopped_at])
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    np.testing.assert_array_equal(np.asarray(data["costs"], float), result.costs)
+
+
+def test_a_plot_written_to_a_file_closes_its_figure(plot_path):
+    import matplotlib.pyplot as plt
+
+    x0, loss_grad = quadratic(2, 1.0, np.float64)
+    result = fastopt.lr_range_test(loss_grad, x0, iterations=20)
+    open_before = plt.get_fignums()
+    for _ in range(3):
+        ax = result.plot(plot_path)
+    assert plt.get_fignums() == open_before and ax.get_lines()

@@ -336,3 +336,157 @@ def test_sweep_and_range_test_with_compact_state(precision):
     )  # fmt: skip
     assert x.tobytes() == x0.tobytes()
     assert np.isfinite(result.costs[:5]).all()
+
+
+def test_a_rise_within_rounding_is_flat_and_a_larger_final_rise_diverged():
+    rtol = 1e-6
+    assert classify([1.0, 1.0, 1.0 + rtol / 10], increase_rtol=rtol) == "flat"
+    assert classify([1.0, 1.0 - rtol / 10, 1.0 + rtol / 10], increase_rtol=rtol) == "flat"
+    assert classify([1.0, 1.0, 1.0 + 10 * rtol], increase_rtol=rtol) == "diverged"
+    assert classify([-2.0, -2.0, -2.0 + 2 * rtol / 10], increase_rtol=rtol) == "flat"
+
+
+def test_a_gradient_unconnected_to_the_cost_is_flat_not_diverged():
+    """The cost moves only at the 1e-7 level (below increase_rtol), while the gradient
+    is an unrelated constant: every run is flat, and the reason says the gradient was
+    written but is not the cost's.
+    """
+    w = np.linspace(-1, 1, 8)
+
+    def loss_grad(p, grad):
+        grad[:] = w + 0.3
+        return 1.0 + 1e-6 * float(np.sum((p - w) ** 2))
+
+    result = fastopt.sweep(loss_grad, np.zeros(8), lrs=[1e-4, 1e-3, 1e-2], iterations=10)
+    changes = np.max(np.abs(result.costs - result.costs[:, :1]), axis=1) / result.costs[:, 0]
+    assert np.all(changes > 0) and np.all(changes <= 1e-6)
+    assert result.verdicts == ["flat"] * 3 and result.best_lr is None
+    assert result.grad_zero is False and "not the gradient of the returned cost" in result.reason
+
+
+def test_the_stop_is_recorded_and_shown_at_the_update_it_happened():
+    """One run goes non-finite, another above 4x the start: each is stopped at the update
+    whose cost was evaluated last, and the table says so.
+    """
+    evaluated = []
+
+    def loss_grad(p, grad):
+        grad[:] = p
+        evaluated.append(abs(float(p[0])))
+        return float("nan") if abs(p[0]) > 3 else 0.5 * float(p @ p)
+
+    result = fastopt.sweep(loss_grad, np.ones(1), lrs=[0.1, 2.8, 3.5], iterations=5)
+    # SGD multiplies p by 1 - lr: with lr 2.8, |p| is 1, 1.8, 3.24 (NaN); with lr 3.5 it is
+    # 1, 2.5, a cost of 3.125, above 4 x 0.5
+    runs = np.split(np.array(evaluated), [6, 9])
+    nan_at = int(np.flatnonzero(runs[1] > 3)[0])
+    over_at = int(np.flatnonzero(0.5 * runs[2] ** 2 > 4 * 0.5)[0])
+    assert result.stopped_at == [None, nan_at, over_at]
+    assert np.isnan(result.costs[1, nan_at]) and np.isfinite(result.costs[2, over_at])
+    rows = result.table().splitlines()[2:5]
+    assert rows[1].endswith(f"diverged (at update {nan_at})")
+    assert rows[2].endswith(f"diverged (at update {over_at})") and "at update" not in rows[0]
+    assert json.loads(json.dumps(result.to_dict()))["stopped_at"] == result.stopped_at
+
+
+def test_a_non_finite_starting_cost_is_reported_plainly():
+    calls = []
+
+    def loss_grad(p, grad):
+        calls.append(1)
+        grad[:] = p
+        return float("nan")
+
+    result = fastopt.sweep(loss_grad, np.ones(2), lrs=[0.01, 0.1], iterations=3)
+    assert len(calls) == 2  # one starting cost per rate, no update made
+    assert result.stopped_at == [0, 0] and result.best_lr is None and result.grad_check is None
+    assert result.reason.startswith("the starting cost is nan, not a finite number")
+    assert "went up" not in result.reason
+    for row in result.table().splitlines()[2:4]:
+        assert row.endswith("diverged (starting cost nan)") and "-1" not in row
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_to_dict_is_strict_json_and_reads_back():
+    """A sweep whose gradient check meets a NaN difference (sqrt just below 0) and whose
+    second run overflows to inf: the dict is strict JSON, and np.asarray reads its
+    costs back, NaN and inf included.
+    """
+
+    def loss_grad(p, grad):
+        grad[:] = -1.0 if p[0] < 1 else -1e300
+        with np.errstate(invalid="ignore", over="ignore"):
+            return float(np.sqrt(p[0])) if p[0] < 1 else float(np.float64(1e300) * 1e300)
+
+    result = fastopt.sweep(loss_grad, np.zeros(1), lrs=[1e-3, 2.0], iterations=3)
+    assert result.grad_check is not None and np.isinf(result.grad_check.max_rel_error)
+    assert np.isposinf(result.costs[1]).any()
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    np.testing.assert_array_equal(np.asarray(data["costs"], float), result.costs)
+    assert data["grad_check"]["numeric"] == [None]
+    assert data["grad_check"]["max_rel_error"] == "inf"
+
+
+def test_a_gradient_check_that_cannot_be_made_keeps_the_finished_sweep():
+    """A NaN in a parameter the cost ignores and a wrong-signed gradient: every rate
+    fails, check_grad refuses the NaN, and the sweep still returns its runs.
+    """
+
+    def loss_grad(p, grad):
+        grad[:] = 0.0
+        grad[1] = -2 * p[1]
+        return float(p[1] ** 2)
+
+    x = np.array([np.nan, 1.0])
+    result = fastopt.sweep(loss_grad, x, lrs=[0.01, 0.1], iterations=5)
+    assert result.best_lr is None and result.grad_check is None
+    assert "must be finite" in result.grad_check_error
+    assert "the gradient could not be checked: the parameters must be finite" in result.reason
+    assert result.to_dict()["grad_check_error"] == result.grad_check_error
+
+
+def test_a_slow_pick_below_a_diverged_rate_says_the_larger_rate_diverged():
+    x0, loss_grad = quadratic(2, 10.0, np.float64)
+    result = fastopt.sweep(loss_grad, x0, lrs=[1e-6, 1e-5, 0.5], iterations=5)
+    assert result.verdicts == ["slow", "slow", "diverged"] and result.best_lr == 1e-5
+    assert "every run is slow" not in result.reason
+    assert "the larger rate 0.5 diverged or oscillated: try rates between 1e-05 and 0.5" in (
+        result.reason
+    )
+    alone = fastopt.sweep(loss_grad, x0, lrs=[1e-6, 1e-5], iterations=5)
+    assert "every run is slow: try larger rates" in alone.reason
+
+
+def test_an_optimizer_option_it_rejects_is_reported_as_building_the_optimizer():
+    x0, loss_grad = quadratic(3, 1.0, np.float64)
+    with pytest.raises(SweepFailed, match=r"lr=0.1, building the optimizer: ValueError") as e:
+        fastopt.sweep(loss_grad, x0, lrs=[0.1], iterations=3, momentum=-1)
+    assert e.value.building and "starting cost" not in str(e.value)
+
+
+def test_batches_that_run_out_say_how_many_are_needed():
+    def loss_grad(p, grad, batch):
+        grad[:] = p
+        return 0.5 * float(p @ p)
+
+    with pytest.raises(SweepFailed) as e:
+        fastopt.sweep(
+            loss_grad, np.ones(2), lrs=[0.01], iterations=9, batches=lambda: iter(range(4))
+        )
+    message = str(e.value.__cause__)
+    assert "batches ran out after 4: give at least 10 (one per cost evaluated" in message
+
+
+def test_a_plot_written_to_a_file_closes_its_figure(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    x0, loss_grad = quadratic(2, 1.0, np.float64)
+    result = fastopt.sweep(loss_grad, x0, lrs=[0.01, 0.1], iterations=3)
+    open_before = plt.get_fignums()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for k in range(3):
+            ax = result.plot(tmp_path / f"sweep{k}.png")
+    assert plt.get_fignums() == open_before and ax.get_lines()
+    assert (tmp_path / "sweep2.png").read_bytes()[:4] == b"\x89PNG"

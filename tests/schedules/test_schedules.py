@@ -523,6 +523,18 @@ def test_plot_schedule_writes_an_image(tmp_path):
     assert len(ax.lines[0].get_xdata()) == 1200
 
 
+def test_plot_schedule_to_a_file_closes_the_figure_it_made(tmp_path):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    open_before = plt.get_fignums()
+    for k in range(3):
+        ax = fastopt.plot_schedule(S.cosine_decay(0.1, 100), 100, path=tmp_path / f"{k}.png")
+    assert plt.get_fignums() == open_before and ax.get_lines()
+    _, mine = plt.subplots()
+    fastopt.plot_schedule(S.cosine_decay(0.1, 100), 100, ax=mine, path=tmp_path / "mine.png")
+    assert mine.figure.number in plt.get_fignums()  # the caller's figure stays open
+    plt.close(mine.figure)
+
+
 def test_plot_without_matplotlib_names_the_extra(no_matplotlib):
     with pytest.raises(ImportError, match=r'pip install "fastopt\[plot\]"'):
         fastopt.plot_schedule(S.constant(0.1), 10)
@@ -532,3 +544,20 @@ def test_growing_exponential_from_zero_stays_finite():
     s = S.exponential_decay(0.0, 2.0, end_lr=1.0)
     assert s(2000) == 0.0 and s(10**9) == 0.0
     assert not np.isnan(s(np.array([0, 2000, 10**9]))).any()
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_reduce_on_plateau_to_dict_is_strict_json_and_reads_back(mode):
+    """A fresh plateau's best is an infinity: to_dict writes it as a string, from_dict
+    reads it back, and the copy goes on exactly as the original.
+    """
+    plateau = S.reduce_on_plateau(0.1, mode=mode, patience=0)
+    assert math.isinf(plateau.state_dict()["best"])
+    text = json.dumps(plateau.to_dict(), allow_nan=False)
+    assert json.loads(text)["state"]["best"] == ("inf" if mode == "min" else "-inf")
+    copy = S.from_dict(json.loads(text))
+    assert copy.state_dict() == plateau.state_dict() and copy == plateau
+    for cost in [3.0, 3.0, 2.0, 2.0]:
+        assert copy.step(cost) == plateau.step(cost)
+    with pytest.raises(ValueError, match=r"Invalid reduce_on_plateau state best: 'big'"):
+        copy.load_state_dict({**plateau.state_dict(), "best": "big"})
