@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import importlib.util
+import numbers
 import os
 import sys
 
@@ -80,9 +81,14 @@ def preload_tbb() -> str | None:
 
 
 def set_num_threads(n: int) -> None:
-    """Set the number of threads the parallel kernels use (numba's thread count)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    """Set the number of threads the parallel kernels use (numba's thread count).
+
+    Like numba's setting, it holds for the calling Python thread only: a step run from
+    another thread uses that thread's count (every core, unless it sets its own).
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"Invalid thread count: {n!r} (expected an integer >= 1)")
+    n = int(n)
     maximum = numba.config.NUMBA_NUM_THREADS
     if n > maximum:
         raise ValueError(

@@ -355,7 +355,7 @@ class FlatParams:
             "shapes": json.dumps([list(self._shapes[n]) for n in names]),
             "offsets": np.array([self._slices[n].start for n in names], np.int64),
             "dtype": str(self.dtype),
-            "data": self._backend.to_host(self._data),
+            "data": self._backend.to_host(self._data).reshape(-1),
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -585,7 +585,7 @@ def _packing_order(names, groups):
             raise ValueError(
                 "'default' is the name of the ungrouped segment; choose another group name"
             )
-        members = [members] if isinstance(members, (str, int)) else list(members)
+        members = [members] if isinstance(members, (str, numbers.Integral)) else list(members)
         for name in members:
             if name not in names:
                 raise KeyError(f"group {group!r} names unknown array {name!r}")

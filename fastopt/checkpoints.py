@@ -299,7 +299,7 @@ def _read(path):
     """Every entry of a checkpoint file, in memory."""
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (ValueError, zipfile.BadZipFile) as error:
+    except (ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{os.fsdecode(path)!r} is not a fastopt checkpoint: {error}") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise ValueError(

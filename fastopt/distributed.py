@@ -161,10 +161,7 @@ class DataParallel:
             if self.size > 1:
                 self.comm.Allreduce(self._mpi.IN_PLACE, flat, op=self._mpi.SUM)
             return self.optimizer.step(grad, grad_factor=average)
-        for group, source in zip(self.optimizer.param_groups, self.optimizer.group_sources):
-            full = self._wrapped.param_groups[source]
-            for key in ("lr", "lr_scale", "weight_decay"):
-                group[key] = full[key]
+        self._sync_groups()
         self.optimizer.check_next_step()
         shard = self._shard_grad
         self.comm.Reduce_scatter(flat, shard, recvcounts=self._counts, op=self._mpi.SUM)
@@ -231,12 +228,20 @@ class DataParallel:
             full[name] = gathered
         return full
 
+    def _sync_groups(self) -> None:
+        """Give the shard's groups the values edited through :attr:`param_groups`."""
+        for group, source in zip(self.optimizer.param_groups, self.optimizer.group_sources):
+            full = self._wrapped.param_groups[source]
+            for key in ("lr", "lr_scale", "weight_decay"):
+                group[key] = full[key]
+
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
         """Load a full state (from :meth:`state_dict` or a single-process optimizer); see
         :meth:`fastopt.Optimizer.load_state_dict` for ``strict``.
         """
         if not self.zero:
             return self.optimizer.load_state_dict(state_dict, strict=strict)
+        self._sync_groups()  # a strict load compares the values as edited now
         sd = dict(state_dict)
         size = int(np.asarray(sd.get("size", -1)))
         if size != self.full_size:

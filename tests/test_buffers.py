@@ -128,3 +128,31 @@ def test_copies_keep_views_into_their_own_buffers(clone, rng):
 def test_explicit_dtype_converts_float16():
     fp = fastopt.FlatParams([np.ones(2, np.float16)], dtype=np.float32)
     assert fp.dtype == np.float32 and fp.params[0].tolist() == [1.0, 1.0]
+
+
+def test_an_optimizer_refuses_flat_params_whose_buffer_was_made_read_only():
+    fp = fastopt.FlatParams({"w": np.ones(4)})
+    fp.data.flags.writeable = False
+    with pytest.raises(ValueError, match=r"params must be writeable"):
+        fastopt.SGD(fp, lr=0.1)
+
+
+def test_a_state_dict_taken_after_reshaping_the_buffer_in_place_loads():
+    fp = fastopt.FlatParams({"w": np.arange(6.0)})
+    fp.data.shape = (3, 2)  # the buffer array itself cannot be rebound, its shape can
+    other = fastopt.FlatParams({"w": np.zeros(6)})
+    other.load_state_dict(fp.state_dict())
+    assert other.data.tolist() == list(range(6))
+
+
+def test_group_members_may_be_numpy_integers():
+    fp = fastopt.FlatParams([np.ones(2), np.ones(3)], groups={"g": np.int64(1)})
+    opt = fastopt.SGD(fp, lr=0.1, param_groups=[{"params": "g", "lr": 0.5}])
+    opt.step(np.ones(5))
+    assert fp[0].tolist() == [0.9, 0.9] and fp[1].tolist() == [0.5, 0.5, 0.5]
+
+
+def test_a_group_slice_past_the_end_is_refused():
+    with pytest.raises(ValueError, match=r"slice\(2, 1000000, None\) reaches past the end of "
+                                         r"the 4 parameters"):  # fmt: skip
+        fastopt.SGD(np.ones(4), lr=0.1, param_groups=[{"params": slice(2, 10**6)}])

@@ -650,3 +650,11 @@ def test_repr_shows_clipping_skipping_and_groups_when_set(rng):
     text = repr(fastopt.SGD(rng.standard_normal(8), lr=0.1, param_groups=many))
     assert "param_groups=[{'params': slice(0, 1)}, {'params': slice(1, 2), 'lr': 0.2}, " in text
     assert text.endswith(", ... 2 more])")
+
+
+def test_an_empty_file_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "empty.npz"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"is not a fastopt checkpoint"):
+        params = np.zeros(3)
+        fastopt.load_checkpoint(path, params, fastopt.SGD(params))

@@ -284,6 +284,9 @@ def test_lr_edits_reach_the_shards_and_bad_gradients_change_nothing(mpiexec, tmp
             )
         assert "step the DataParallel instead" in str(saved["released"])
         assert "call DataParallel.state_dict()" in str(saved["released_state_dict"])
+        assert "call DataParallel.load_state_dict()" in str(saved["released_load"])
+        for zero in (0, 1):
+            assert "lr: saved 0.5, current 0.9" in str(saved[f"edited_load_{zero}"])
         for zero in (0, 1):
             assert "Invalid learning rate from schedule at step 6: nan" in str(
                 saved[f"schedule_error_{zero}"]

@@ -8,7 +8,7 @@ from typing import Any
 from .._validation import check_nonnegative
 from ..kernels import adagrad
 from ..kernels.precision import check_eps
-from .base import Optimizer
+from .base import Optimizer, fixed
 from .params import LearningRate, Params
 
 
@@ -52,6 +52,9 @@ class Adagrad(Optimizer):
     """
 
     algorithm = adagrad.ALGORITHM
+    lr_decay = fixed("lr_decay")
+    initial_accumulator_value = fixed("initial_accumulator_value")
+    eps = fixed("eps")
 
     def __init__(
         self,
@@ -69,12 +72,12 @@ class Adagrad(Optimizer):
         device: str = "auto",
         state_precision: str = "full",
     ) -> None:
-        self.lr_decay = check_nonnegative("lr_decay value", lr_decay)
-        self.initial_accumulator_value = check_nonnegative(
+        self._lr_decay = check_nonnegative("lr_decay value", lr_decay)
+        self._initial_accumulator_value = check_nonnegative(
             "initial_accumulator_value value", initial_accumulator_value
         )
-        self.eps = check_eps(check_nonnegative("epsilon value", eps), state_precision)
-        self.defaults = {
+        self._eps = check_eps(check_nonnegative("epsilon value", eps), state_precision)
+        self._defaults = {
             "lr_decay": self.lr_decay,
             "weight_decay": weight_decay,
             "initial_accumulator_value": self.initial_accumulator_value,

@@ -8,7 +8,7 @@ from typing import Any
 from .._validation import check_betas, check_flag, check_nonnegative
 from ..kernels import adam
 from ..kernels.precision import check_eps
-from .base import Optimizer
+from .base import Optimizer, fixed
 from .params import LearningRate, Params
 
 
@@ -78,6 +78,10 @@ class Adam(Optimizer):
     """
 
     algorithm = adam.ALGORITHM
+    betas = fixed("betas")
+    eps = fixed("eps")
+    amsgrad = fixed("amsgrad")
+    decoupled_weight_decay = fixed("decoupled_weight_decay")
 
     def __init__(
         self,
@@ -96,11 +100,11 @@ class Adam(Optimizer):
         device: str = "auto",
         state_precision: str = "full",
     ) -> None:
-        self.betas = check_betas(betas)
-        self.eps = check_eps(check_nonnegative("epsilon value", eps), state_precision)
-        self.amsgrad = check_flag("amsgrad", amsgrad)
-        self.decoupled_weight_decay = check_flag("decoupled_weight_decay", decoupled_weight_decay)
-        self.defaults = {
+        self._betas = check_betas(betas)
+        self._eps = check_eps(check_nonnegative("epsilon value", eps), state_precision)
+        self._amsgrad = check_flag("amsgrad", amsgrad)
+        self._decoupled_weight_decay = check_flag("decoupled_weight_decay", decoupled_weight_decay)
+        self._defaults = {
             "betas": self.betas,
             "eps": self.eps,
             "weight_decay": weight_decay,

@@ -7,8 +7,10 @@ backend (:mod:`fastopt.kernels.backend`) and never asks which one it is.
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,23 @@ from .groups import ParamGroups, hyperparameters, resolve_groups
 from .params import LearningRate, Params, resolve_params
 from .state import OptimizerState, allocate
 from .step import StepPlan, read_norm
+
+
+def fixed(name: str) -> property:
+    """``opt.<name>``: a hyperparameter the constructor sets (as ``_<name>``) and that
+    cannot be assigned afterwards: the step's scalars, its state layout and
+    :meth:`Optimizer.state_dict` are built from it.
+    """
+
+    def refuse(self, value):
+        raise AttributeError(
+            f"{type(self).__name__}.{name} cannot be changed after the optimizer is built "
+            f"(got {name}={value!r}): the step, its state and state_dict() are made from it; "
+            "build a new optimizer with the new value (a group's 'lr', 'lr_scale' and "
+            "'weight_decay' are edited through param_groups)"
+        )
+
+    return property(operator.attrgetter("_" + name), refuse, doc=f"The ``{name}`` option.")
 
 
 class Optimizer:
@@ -41,7 +60,10 @@ class Optimizer:
     """
 
     algorithm: Algorithm
-    defaults: dict
+    defaults = fixed("defaults")
+    maximize = fixed("maximize")
+    skip_nonfinite = fixed("skip_nonfinite")
+    max_grad_norm = fixed("max_grad_norm")
     _released = False
     _last_norm = None
     _last_lrs = None
@@ -67,13 +89,14 @@ class Optimizer:
         self.state_precision = state_precision
         self.dtype = np.dtype(self.param.dtype)
         self.state_dtype = state_dtype(state_precision, self.dtype)
-        self.maximize = check_flag("maximize", maximize)
-        self.skip_nonfinite = check_flag("skip_nonfinite", skip_nonfinite)
+        self._maximize = check_flag("maximize", maximize)
+        self._skip_nonfinite = check_flag("skip_nonfinite", skip_nonfinite)
         if max_grad_norm is not None:
             max_grad_norm = check_number(
                 "max_grad_norm", max_grad_norm, "0 < max_grad_norm", lambda v: v > 0
             )
-        self.max_grad_norm = max_grad_norm
+        self._max_grad_norm = max_grad_norm
+        self._defaults = MappingProxyType(dict(self._defaults))
         default = {
             "lr": check_lr(lr),
             "lr_scale": 1.0,
@@ -199,8 +222,8 @@ class Optimizer:
                 )
             plan, state = self._plan, self._state
             t = state.step
-            scale = -grad_factor if self.maximize else grad_factor
-            if plan.single and self.max_grad_norm is None and not self.skip_nonfinite:
+            scale = -grad_factor if self._maximize else grad_factor
+            if plan.single and self._max_grad_norm is None and not self._skip_nonfinite:
                 # the common case: no lists, no loop, no norm; every check before the write
                 lr, scalars = self._single_group_scalars(t)
                 if grad is None:
@@ -402,6 +425,11 @@ class Optimizer:
         to the saved one is restored into it.
         """
         strict = check_flag("strict", strict)
+        if self._released:
+            raise RuntimeError(
+                "this optimizer's state was sharded by DataParallel(zero=True) and it holds "
+                "none: call DataParallel.load_state_dict() (on every rank)"
+            )
         with self._lock:
             checkpoint.apply(self, checkpoint.checked_state(self, state_dict, strict))
 
@@ -433,10 +461,12 @@ class Optimizer:
         for key in ("_plan", "param", "_lock", "_reused_scalars"):
             state.pop(key, None)
         state["_last_norm"] = self.last_grad_norm
+        state["_defaults"] = dict(self._defaults)  # a mappingproxy does not pickle
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self._defaults = MappingProxyType(dict(self._defaults))
         if "param" not in state:
             params = self._params
             self.param = params.data if isinstance(params, FlatParams) else params.reshape(-1)

@@ -188,7 +188,7 @@ def checked_state(optimizer, state_dict, strict=True):
     algorithm = str(np.asarray(sd["algorithm"])[()])
     if algorithm != name:
         raise ValueError(
-            f"state_dict is from a {algorithm} optimizer, but this optimizer is {name}"
+            f"state_dict is from an optimizer of type {algorithm}, but this optimizer is {name}"
         )
     saved_size = _count(sd, "size")
     if saved_size != size:

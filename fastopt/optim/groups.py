@@ -59,6 +59,12 @@ def resolve_groups(params, size, default, param_groups):
 def group_slice(params, size, selector, index):
     if isinstance(selector, slice):
         start, stop, stride = selector.indices(size)
+        beyond = [v for v in (selector.start, selector.stop) if v is not None and v > size]
+        if beyond:
+            raise ValueError(
+                f"param_groups[{index}]['params'] slice {selector} reaches past the end of the "
+                f"{size} parameters"
+            )
         if stride != 1 or stop <= start:
             raise ValueError(
                 f"param_groups[{index}]['params'] slice {selector} must select a "

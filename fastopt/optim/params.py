@@ -19,7 +19,8 @@ LearningRate = float | Callable[[int], float]
 def resolve_params(params, device):
     """``(params, flat parameter view, backend)`` after the placement and layout checks."""
     if isinstance(params, FlatParams):
-        return params, params.data, backends.resolve(device, params.device)
+        backend = backends.resolve(device, params.device)
+        return params, backend.check_buffer("params", params.data), backend
     if not isinstance(params, np.ndarray) and not backends.is_device_array(params):
         raise TypeError(
             "params argument given to the optimizer should be a fastopt.FlatParams, "

@@ -8,7 +8,7 @@ from typing import Any
 from .._validation import check_flag, check_nonnegative, check_number
 from ..kernels import rmsprop
 from ..kernels.precision import check_eps
-from .base import Optimizer
+from .base import Optimizer, fixed
 from .params import LearningRate, Params
 
 
@@ -58,6 +58,10 @@ class RMSprop(Optimizer):
     """
 
     algorithm = rmsprop.ALGORITHM
+    alpha = fixed("alpha")
+    eps = fixed("eps")
+    momentum = fixed("momentum")
+    centered = fixed("centered")
 
     def __init__(
         self,
@@ -76,10 +80,10 @@ class RMSprop(Optimizer):
         device: str = "auto",
         state_precision: str = "full",
     ) -> None:
-        self.alpha = check_number("alpha value", alpha, "0 <= alpha <= 1", lambda v: 0 <= v <= 1)
-        self.eps = check_eps(check_nonnegative("epsilon value", eps), state_precision)
-        self.momentum = check_nonnegative("momentum value", momentum)
-        self.centered = check_flag("centered", centered)
+        self._alpha = check_number("alpha value", alpha, "0 <= alpha <= 1", lambda v: 0 <= v <= 1)
+        self._eps = check_eps(check_nonnegative("epsilon value", eps), state_precision)
+        self._momentum = check_nonnegative("momentum value", momentum)
+        self._centered = check_flag("centered", centered)
         if self.centered and state_precision == "8bit":
             raise ValueError(
                 "centered=True with state_precision='8bit' is not supported: square_avg and "
@@ -87,7 +91,7 @@ class RMSprop(Optimizer):
                 "grad_avg**2 goes negative and its square root NaN, which then fills the "
                 "whole block of state; use state_precision='bfloat16' (or 'full')"
             )
-        self.defaults = {
+        self._defaults = {
             "alpha": self.alpha,
             "eps": self.eps,
             "weight_decay": weight_decay,

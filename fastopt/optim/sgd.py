@@ -7,7 +7,7 @@ from typing import Any
 
 from .._validation import check_flag, check_nonnegative, check_number
 from ..kernels import sgd
-from .base import Optimizer
+from .base import Optimizer, fixed
 from .params import LearningRate, Params
 
 
@@ -93,6 +93,9 @@ class SGD(Optimizer):
     """
 
     algorithm = sgd.ALGORITHM
+    momentum = fixed("momentum")
+    dampening = fixed("dampening")
+    nesterov = fixed("nesterov")
 
     def __init__(
         self,
@@ -110,17 +113,17 @@ class SGD(Optimizer):
         device: str = "auto",
         state_precision: str = "full",
     ) -> None:
-        self.momentum = check_nonnegative("momentum value", momentum)
-        self.dampening = check_number(
+        self._momentum = check_nonnegative("momentum value", momentum)
+        self._dampening = check_number(
             "dampening value", dampening, "a finite number", lambda v: abs(v) < float("inf")
         )
-        self.nesterov = check_flag("nesterov", nesterov)
+        self._nesterov = check_flag("nesterov", nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError(
                 "Nesterov momentum requires a momentum and zero dampening "
                 f"(got momentum={momentum}, dampening={dampening})"
             )
-        self.defaults = {
+        self._defaults = {
             "momentum": self.momentum,
             "dampening": self.dampening,
             "weight_decay": weight_decay,

@@ -14,6 +14,7 @@ def shard(optimizer, start, stop):
         )
     twin = object.__new__(type(optimizer))
     twin.__dict__.update(optimizer.__getstate__())
+    twin._defaults = optimizer.defaults
     twin._params = twin.param = optimizer.param[start:stop]
     twin._groups, twin.group_sources = shard_groups(optimizer.param_groups, start, stop)
     state = optimizer.state

@@ -285,3 +285,15 @@ def test_last_grad_norm_is_reported_for_a_skipped_step():
     assert opt.last_grad_norm == 5.0
     assert opt.step(np.array([np.inf, 0.0, 0.0])) is False
     assert opt.last_grad_norm == np.inf
+
+
+def test_set_num_threads_takes_numpy_integers_and_refuses_other_numbers():
+    before = fastopt.get_num_threads()
+    try:
+        fastopt.set_num_threads(np.int64(1))
+        assert fastopt.get_num_threads() == 1
+        for bad in (1.0, True, np.float64(2.0), 0):
+            with pytest.raises(ValueError, match=r"Invalid thread count"):
+                fastopt.set_num_threads(bad)
+    finally:
+        fastopt.set_num_threads(before)

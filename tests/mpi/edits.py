@@ -49,6 +49,24 @@ for zero in (False, True):
             opt.state_dict()
         except RuntimeError as error:
             results["released_state_dict"] = str(error)
+        try:
+            opt.load_state_dict(dp.state_dict())
+        except RuntimeError as error:
+            results["released_load"] = str(error)
     results[f"params_{int(zero)}"] = w.copy()
+# a strict load compares the group values as edited through dp.param_groups since the
+# last step (with ZeRO the shards keep copies of them)
+for zero in (False, True):
+    saved = DataParallel(fastopt.Adam(np.ones(8), lr=0.5), comm, zero=zero)
+    saved.step(np.ones(8))
+    sd = saved.state_dict()
+    dp = DataParallel(fastopt.Adam(np.ones(8), lr=0.1), comm, zero=zero)
+    dp.param_groups[0]["lr"] = 0.5
+    dp.load_state_dict(sd)  # equal as edited: loads
+    dp.param_groups[0]["lr"] = 0.9
+    try:
+        dp.load_state_dict(sd)
+    except ValueError as error:
+        results[f"edited_load_{int(zero)}"] = str(error)
 if comm.Get_rank() == 0:
     np.savez(out, **results)

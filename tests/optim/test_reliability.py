@@ -5,6 +5,7 @@ read-only caches. Each case failed (or crashed) before it was fixed.
 
 import multiprocessing
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -455,3 +456,42 @@ def test_a_read_only_environment_warns_once_and_works():
         [sys.executable, "-c", READ_ONLY_SCRIPT], capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+HYPERPARAMETERS = {
+    "SGD": {"momentum": 0.5, "dampening": 0.1, "nesterov": True},
+    "Adagrad": {"lr_decay": 0.1, "initial_accumulator_value": 1.0, "eps": 1e-3},
+    "RMSprop": {"alpha": 0.5, "eps": 1e-3, "momentum": 0.5, "centered": True},
+    "Adam": {"betas": (0.5, 0.5), "eps": 1e-3, "amsgrad": True, "decoupled_weight_decay": True},
+    "AdamW": {"betas": (0.5, 0.5), "eps": 1e-3, "amsgrad": True},
+}
+
+
+@pytest.mark.parametrize("name", list(HYPERPARAMETERS))
+def test_hyperparameters_cannot_be_reassigned_after_the_build(name, rng):
+    """A new value assigned to ``opt.eps`` (say) was used by some optimizers and ignored by
+    others, and state_dict() kept recording the old one: assigning is refused, and
+    ``defaults`` is read-only. Only a group's lr, lr_scale and weight_decay are edited.
+    """
+    p = rng.standard_normal(50)
+    opt = make(name, p, lr=0.01)
+    opt.step(rng.standard_normal(50))
+    before = (p.copy(), {k: v.copy() for k, v in opt.state_dict().items() if np.ndim(v)})
+    extra = {"maximize": True, "skip_nonfinite": True, "max_grad_norm": -1.0}
+    for key, value in {**HYPERPARAMETERS[name], **extra}.items():
+        old = getattr(opt, key)
+        rule = rf"{name}\.{key} cannot be changed after the optimizer is built .*build a new"
+        with pytest.raises(AttributeError, match=rule):
+            setattr(opt, key, value)
+        assert getattr(opt, key) == old
+    with pytest.raises(TypeError):
+        opt.defaults["eps" if "eps" in opt.defaults else "momentum"] = 1.0
+    assert p.tobytes() == before[0].tobytes()
+    for key, value in before[1].items():
+        assert np.array_equal(opt.state_dict()[key], value), key
+    opt.param_groups[0]["lr"] = 0.02  # still editable
+    opt.step(rng.standard_normal(50))
+    twin = pickle.loads(pickle.dumps(opt))
+    assert dict(twin.defaults) == dict(opt.defaults)
+    with pytest.raises(TypeError):
+        twin.defaults["lr"] = 1.0

@@ -76,7 +76,7 @@ def load_errors():
         (fastopt.Adagrad(np.zeros(8)).state_dict(), r"expects keys"),
         (
             base | {"algorithm": "AdamW"},
-            r"state_dict is from a AdamW optimizer, but this optimizer is Adam",
+            r"state_dict is from an optimizer of type AdamW, but this optimizer is Adam",
         ),
         (
             fastopt.Adam(np.zeros(9)).state_dict(),
