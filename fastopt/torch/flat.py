@@ -88,8 +88,10 @@ class FlatBuffers:
             for i, (p, slot) in enumerate(zip(self.params, self.slots)):
                 data = self.data[slot.dtype][slot.start : slot.stop]
                 data.copy_(p.detach().reshape(-1))
-                grad = torch.from_numpy(self.host_grad[slot.dtype][slot.start : slot.stop])
-                grad = grad.view_as(p)
+                # a tensor of its own over the slice (not a view made under no_grad, which
+                # autograd would refuse to modify in place later)
+                host = self.host_grad[slot.dtype][slot.start : slot.stop]
+                grad = torch.from_numpy(host.reshape(tuple(p.shape)))
                 if p.grad is not None:
                     grad.copy_(p.grad)
                     self.has_grad[i] = True
@@ -176,7 +178,10 @@ class FlatBuffers:
         if view._version == self.versions[i]:
             return False
         slot = self.slots[i]
-        return bool(self.host_grad[slot.dtype][slot.start : slot.stop].any())
+        if self.host_grad[slot.dtype][slot.start : slot.stop].any():
+            return True
+        self.versions[i] = view._version  # still zero: not scanned again until written
+        return False
 
     def zero_grad(self, set_to_none: bool) -> None:
         """Zero the flat gradient buffers in place (the views stay); with ``set_to_none``

@@ -138,6 +138,13 @@ class OptimizerState(_Tracked, defaultdict):
         merged.update(other)
         return merged
 
+    def __ror__(self, other):
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        merged = defaultdict(dict, other)
+        merged.update(self)
+        return merged
+
 
 class FlatOptimizer(torch.optim.Optimizer):
     """The shared machinery; subclasses set ``algorithm``, ``_state_names(group)``,
@@ -433,7 +440,8 @@ class FlatOptimizer(torch.optim.Optimizer):
             group = self.param_groups[group_index]
             self._check_group(group)
             step = int(steps[members[0]]) + 1
-            fresh = step == 1 or (first is not None and bool(first[members[0]]))
+            # SGD: a parameter's first update is always planned (its entry is stale)
+            fresh = first is not None and bool(first[members[0]])
             calls.append((group, dtype, start, stop, members, self._scalars(group, step, fresh)))
         factor = self._grad_factor(runs)
         if factor is None:

@@ -1278,3 +1278,50 @@ def test_sgd_momentum_switched_on_later_creates_the_buffer_as_torch():
     for index, entry in their_state.items():
         assert torch.allclose(our_state[index]["momentum_buffer"], entry["momentum_buffer"],
                               rtol=0, atol=1e-12)  # fmt: skip
+
+
+@pytest.mark.parametrize("precision", ["full", "bfloat16"])
+def test_a_momentum_buffer_bound_before_the_first_update_is_used_as_torchs(precision):
+    """A warm start: torch's SGD finds the buffer in the entry and uses it
+    (``0.9 * 5 + g``) instead of starting it from the gradient.
+    """
+    results = []
+    for module, options in ((torch.optim, {}), (ft, {"state_precision": precision})):
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.randn(8))
+        opt = module.SGD([p], lr=0.1, momentum=0.9, **options)
+        opt.state[p]["momentum_buffer"] = torch.full_like(p, 5.0)
+        for _ in range(2):
+            opt.zero_grad()
+            p.sum().backward()
+            opt.step()
+        results.append((p.detach().clone(), opt.state[p]["momentum_buffer"].float()))
+    (ours, our_buffer), (theirs, their_buffer) = results[1], results[0]
+    tolerance = 1e-6 if precision == "full" else 2e-2
+    assert torch.allclose(our_buffer, their_buffer, rtol=tolerance)
+    assert torch.allclose(ours, theirs, rtol=tolerance, atol=tolerance)
+    assert torch.allclose(their_buffer, torch.full_like(their_buffer, 0.9 * (0.9 * 5 + 1) + 1))
+
+
+def test_merging_a_dict_into_the_state_gives_a_plain_defaultdict():
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = ft.Adam([p])
+    p.sum().backward()
+    opt.step()
+    merged = {} | opt.state
+    assert type(merged) is collections.defaultdict and merged[p] is opt.state[p]
+    merged["new"]["x"] = 1  # a missing key is an empty dict, as in torch's
+    assert "new" not in opt.state
+
+
+def test_a_gradient_can_be_modified_in_place_with_autograd_enabled():
+    results = []
+    for module in (torch.optim, ft):
+        p = torch.nn.Parameter(torch.ones(3))
+        opt = module.SGD([p], lr=0.1)
+        opt.zero_grad()
+        (p * 2).sum().backward()
+        p.grad.add_(p, alpha=0.01)  # outside no_grad: torch allows it
+        opt.step()
+        results.append(p.detach().clone())
+    assert torch.equal(results[0], results[1])
