@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._json import json_number, json_numbers
 from .._validation import check_number
 from ..buffers import FlatParams
-from .problem import Problem, json_number, json_numbers
+from .problem import Problem
 
 if TYPE_CHECKING:
     import numpy.typing as npt

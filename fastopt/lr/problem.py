@@ -137,23 +137,6 @@ class BatchStream:
         return batch
 
 
-def json_number(value: float) -> float | str | None:
-    """A float for strict JSON: itself when finite, None for NaN, ``"inf"`` or ``"-inf"``
-    for an infinity (``np.asarray(values, dtype=float)`` reads all three back).
-    """
-    value = float(value)
-    if math.isfinite(value):
-        return value
-    if math.isnan(value):
-        return None
-    return "inf" if value > 0 else "-inf"
-
-
-def json_numbers(values: Iterable[float]) -> list[float | str | None]:
-    """:func:`json_number` of each value."""
-    return [json_number(v) for v in values]
-
-
 def diverged(cost: float, start: float, factor: float) -> bool:
     """Non-finite, or above ``factor`` times the start (for a start <= 0: start plus
     (factor - 1) times its magnitude).

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._json import json_numbers
 from .._plotting import clipped_ylim, finish, pyplot, run_styles
 from .._validation import check_number
 from ..optim import SGD
 from ..schedules import exponential_decay
-from .problem import Problem, json_numbers
+from .problem import Problem
 from .progress import Progress
 
 if TYPE_CHECKING:

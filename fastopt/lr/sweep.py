@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._json import json_number, json_numbers
 from .._plotting import finish, pyplot
 from .._validation import check_number
 from ..optim import SGD
 from .gradcheck import GradCheckError, check_grad
-from .problem import Problem, diverged, json_number, json_numbers
+from .problem import Problem, diverged
 from .progress import Progress
 
 if TYPE_CHECKING:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .._json import json_number
 from ._base import Schedule, check_number, check_rate, check_steps
 
 
@@ -156,25 +157,18 @@ class ReduceOnPlateau(Schedule):
     def to_dict(self) -> dict[str, Any]:
         """The description and the state, as strict JSON data (see the class notes)."""
         state = self.state_dict()
-        state["current_lr"] = _encoded(state["current_lr"])
-        state["best"] = _encoded(state["best"])
+        state["current_lr"] = json_number(state["current_lr"])
+        state["best"] = json_number(state["best"])
         return {**super().to_dict(), "state": state}
 
 
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf}
 
 
-def _encoded(value):
-    """A float for strict JSON: itself, None for NaN, "inf" or "-inf" for an infinity."""
-    if math.isfinite(value):
-        return value
-    if math.isnan(value):
-        return None
-    return "inf" if value > 0 else "-inf"
-
-
 def _decoded(name, value):
-    """The float :func:`_encoded` wrote (or a number, or a 0-d array as np.load gives it)."""
+    """The float :func:`fastopt._json.json_number` wrote (or a number, or a 0-d array as
+    np.load gives it).
+    """
     if value is None:
         return math.nan
     if isinstance(value, str):
